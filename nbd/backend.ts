@@ -1,0 +1,44 @@
+/**
+ * The one thing the NBD server knows about storage. A local LSVD (single-node `freebs serve`)
+ * and the replicated volume (the driver) both implement it.
+ *
+ * Offsets and lengths are byte counts as JS numbers: exact up to 2^53, far past any volume.
+ * The server checks ranges against `sizeBytes` before calling, so a backend may assume
+ * `offsetBytes + lengthBytes <= sizeBytes`.
+ *
+ * Errors: reject with an Error whose `code` says what went wrong; the server maps codes to
+ * NBD errnos once (see `errnoForError` in nbd/errors.ts): ENOSPC / ERR_NO_SPACE → ENOSPC,
+ * ERR_READ_ONLY → EPERM, ERR_OUT_OF_RANGE / ERR_INVALID → EINVAL, anything else → EIO.
+ */
+export interface BlockBackend {
+  readonly sizeBytes: number;
+  /** Snapshot exports and the like: the server advertises READ_ONLY and refuses writes with EPERM. */
+  readonly readOnly: boolean;
+  /**
+   * True only if a flush on one connection makes writes completed on every other connection
+   * durable (NBD_FLAG_CAN_MULTI_CONN). A single-writer ordered backend can promise it.
+   */
+  readonly canMultiConn: boolean;
+  /** Preferred and minimum IO sizes, advertised in NBD_INFO_BLOCK_SIZE. */
+  readonly minimumBlockSizeBytes?: number;
+  readonly preferredBlockSizeBytes?: number;
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /** With fua, the data is durable when the promise resolves. */
+  write(offsetBytes: number, data: Buffer, options: { fua: boolean }): Promise<void>;
+  trim(offsetBytes: number, lengthBytes: number, options: { fua: boolean }): Promise<void>;
+  /** noHole: the range must stay allocated (reads zero, no trim). */
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: { fua: boolean; noHole: boolean }): Promise<void>;
+  /** Everything completed before this call is durable when it resolves. */
+  flush(): Promise<void>;
+  /** Optional read-ahead hint; absent means CACHE succeeds as a no-op. */
+  cache?(offsetBytes: number, lengthBytes: number): Promise<void>;
+  /** Release resources; idempotent. */
+  close?(): Promise<void>;
+}
+
+/** Export name → backend. "" is the default export. */
+export interface ExportCatalog {
+  list(): Array<{ name: string; description?: string }>;
+  get(name: string): BlockBackend | undefined;
+}
