@@ -1,0 +1,426 @@
+/**
+ * The driver as a pure state machine: it numbers writes, sends them to the head, counts
+ * acks, routes reads and decides each NBD reply. actors/driver.ts carries out what it emits.
+ *
+ * Time is a tick (from XState's clock, `after`), never a wall clock, so the simulator can
+ * drive it. Writes outstanding longer than `writeTimeoutTicks` fail with EIO: the driver
+ * never reports a success it did not see a majority ack.
+ */
+import { assign, emit, enqueueActions, not, setup } from 'xstate';
+import type { ChainMember, ConfigFrame, ErrorFrame, MemberId, ReadReplyFrame, RecordKind, WriteFrame } from '../protocol/frames.js';
+import { ErrorCodes } from '../protocol/frames.js';
+import { quorumSize, quorumVersion } from './chain.js';
+
+export interface ReplicaView {
+  link: 'up' | 'down';
+  appliedVersion: number;
+  durableVersion: number;
+}
+
+export interface PendingWrite {
+  reqId: number;
+  frame: WriteFrame;
+  fua: boolean;
+  sentAtTick: number;
+}
+
+export interface PendingFlush {
+  reqId: number;
+  v: number;
+  sentAtTick: number;
+}
+
+export interface PendingRead {
+  reqId: number;
+  r: number;
+  offsetBytes: number;
+  lengthBytes: number;
+  minVersion: number;
+  target: MemberId;
+  tried: MemberId[];
+  sentAtTick: number;
+}
+
+/** Writes sent but not yet committed; past it new writes fail at once instead of piling up. */
+export const maxUncommittedWrites = 65_536;
+
+export interface DriverInput {
+  id: MemberId;
+  tickMs: number;
+  /** Ticks a write, flush or read may wait for a quorum or answer before failing with EIO. */
+  writeTimeoutTicks: number;
+  readTimeoutTicks: number;
+  /** Ticks with fewer than a majority of links up before pending and new writes fail fast. */
+  quorumGraceTicks: number;
+}
+
+/**
+ * Hot-path bookkeeping lives in mutable maps owned by the machine: copying them per event
+ * would cost more than the IO they describe. Only machine actions touch them.
+ */
+export interface DriverContext {
+  id: MemberId;
+  tickMs: number;
+  writeTimeoutTicks: number;
+  readTimeoutTicks: number;
+  quorumGraceTicks: number;
+  tick: number;
+  /** Tick since which fewer than a majority of links are up, or null while a majority is. */
+  quorumLostSinceTick: number | null;
+  epoch: number;
+  chain: ChainMember[];
+  volume: ConfigFrame['volume'] | null;
+  replicas: Record<MemberId, ReplicaView>;
+  /** Last version handed out. Versions are gapless: 1, 2, 3… */
+  lastVersion: number;
+  /** Highest version a majority has applied / made durable. */
+  committedVersion: number;
+  durableCommittedVersion: number;
+  /** Writes by version, kept until committed so they can be resent to a new or reconnected head. */
+  writes: Map<number, PendingWrite>;
+  flushes: PendingFlush[];
+  reads: Map<number, PendingRead>;
+  nextReadId: number;
+  /** Highest version sent to the current head on its current link. */
+  sentToHeadVersion: number;
+}
+
+export type DriverEvent =
+  | { type: 'config'; config: ConfigFrame }
+  | { type: 'link.up'; id: MemberId; appliedVersion: number }
+  | { type: 'link.down'; id: MemberId }
+  | { type: 'io.write'; reqId: number; kind: RecordKind; offsetBytes: number; lengthBytes: number; data?: Uint8Array; fua: boolean }
+  | { type: 'io.flush'; reqId: number }
+  | { type: 'io.read'; reqId: number; offsetBytes: number; lengthBytes: number }
+  | { type: 'ack'; id: MemberId; epoch: number; appliedVersion: number; durableVersion: number }
+  | { type: 'read.reply'; from: MemberId; frame: ReadReplyFrame }
+  | { type: 'peer.error'; from: MemberId; frame: ErrorFrame }
+  | { type: 'stop' };
+
+export type DriverEmitted =
+  | { type: 'send'; to: MemberId; frames: Array<WriteFrame | { t: 'flush'; epoch: number; v: number } | { t: 'read'; epoch: number; r: number; offsetBytes: number; lengthBytes: number; minVersion: number }> }
+  | { type: 'reply'; reqId: number; ok: true; data?: Uint8Array }
+  | { type: 'reply'; reqId: number; ok: false; code: string; message: string }
+  | { type: 'epochChanged'; epoch: number; chain: ChainMember[] }
+  | { type: 'staleEpoch'; epoch: number; from: MemberId };
+
+type Enqueue = { emit: (e: DriverEmitted) => void };
+
+function headOf(context: DriverContext): MemberId | null {
+  return context.chain.length > 0 ? context.chain[0].id : null;
+}
+
+/** Recompute the majority versions and answer every request they complete. */
+function settle(context: DriverContext, enqueue: Enqueue): void {
+  const quorum = quorumSize(context.chain.length);
+  const members = context.chain.map((m) => context.replicas[m.id]).filter((r): r is ReplicaView => r !== undefined);
+  context.committedVersion = Math.max(context.committedVersion, quorumVersion(members.map((r) => r.appliedVersion), quorum));
+  context.durableCommittedVersion = Math.max(
+    context.durableCommittedVersion,
+    quorumVersion(members.map((r) => r.durableVersion), quorum),
+  );
+  // Maps iterate in insertion order, which is version order.
+  for (const [v, w] of context.writes) {
+    if (v > context.committedVersion) break;
+    if (w.fua && v > context.durableCommittedVersion) break;
+    context.writes.delete(v);
+    if (w.reqId >= 0) enqueue.emit({ type: 'reply', reqId: w.reqId, ok: true });
+  }
+  while (context.flushes.length > 0 && context.flushes[0].v <= context.durableCommittedVersion) {
+    enqueue.emit({ type: 'reply', reqId: context.flushes.shift()!.reqId, ok: true });
+  }
+}
+
+/** Send the head every write it has not got on this link, in order. */
+function pushToHead(context: DriverContext, enqueue: Enqueue): void {
+  const head = headOf(context);
+  if (!head || context.replicas[head]?.link !== 'up') return;
+  const frames: WriteFrame[] = [];
+  for (const [v, w] of context.writes) {
+    if (v <= context.sentToHeadVersion) continue;
+    w.frame.epoch = context.epoch;
+    frames.push(w.frame);
+  }
+  if (frames.length === 0) return;
+  context.sentToHeadVersion = frames[frames.length - 1].v;
+  enqueue.emit({ type: 'send', to: head, frames });
+}
+
+/** Flushes go to every replica at once: each fsyncs in parallel instead of one after another. */
+function broadcastFlush(context: DriverContext, v: number, enqueue: Enqueue): void {
+  for (const m of context.chain) {
+    if (context.replicas[m.id]?.link === 'up') enqueue.emit({ type: 'send', to: m.id, frames: [{ t: 'flush', epoch: context.epoch, v }] });
+  }
+}
+
+/** Best replica for a read: newest version first (normally the head), skipping those tried. */
+function pickReader(context: DriverContext, tried: readonly MemberId[]): MemberId | null {
+  let best: MemberId | null = null;
+  let bestVersion = -1;
+  for (const m of context.chain) {
+    const r = context.replicas[m.id];
+    if (!r || r.link !== 'up' || tried.includes(m.id)) continue;
+    if (r.appliedVersion > bestVersion) {
+      best = m.id;
+      bestVersion = r.appliedVersion;
+    }
+  }
+  // One behind minVersion still gets the read: it parks it until it catches up.
+  return best;
+}
+
+function linksUp(context: DriverContext): number {
+  return context.chain.filter((m) => context.replicas[m.id]?.link === 'up').length;
+}
+
+/** Why a new write cannot be taken now, or null if it can. */
+function writeRefusal(context: DriverContext): string | null {
+  if (context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks) {
+    return `only ${linksUp(context)} of ${context.chain.length} replicas reachable; a write needs ${quorumSize(context.chain.length)}`;
+  }
+  if (context.writes.size >= maxUncommittedWrites) {
+    return `${context.writes.size} writes await a majority ack; refusing more until replicas catch up`;
+  }
+  return null;
+}
+
+function sendRead(context: DriverContext, read: PendingRead, enqueue: Enqueue): void {
+  enqueue.emit({
+    type: 'send',
+    to: read.target,
+    frames: [{ t: 'read', epoch: context.epoch, r: read.r, offsetBytes: read.offsetBytes, lengthBytes: read.lengthBytes, minVersion: read.minVersion }],
+  });
+}
+
+/** Retry a read on the next replica, or fail it when none is left. */
+function retryRead(context: DriverContext, read: PendingRead, why: string, enqueue: Enqueue): void {
+  read.tried.push(read.target);
+  const next = pickReader(context, read.tried);
+  if (next === null) {
+    context.reads.delete(read.r);
+    enqueue.emit({ type: 'reply', reqId: read.reqId, ok: false, code: ErrorCodes.readFailed, message: `read failed on every replica: ${why}` });
+    return;
+  }
+  read.target = next;
+  read.sentAtTick = context.tick;
+  sendRead(context, read, enqueue);
+}
+
+export const driverMachine = setup({
+  types: {
+    context: {} as DriverContext,
+    events: {} as DriverEvent,
+    input: {} as DriverInput,
+    emitted: {} as DriverEmitted,
+  },
+  delays: {
+    tick: ({ context }) => context.tickMs,
+  },
+  guards: {
+    isNewerConfig: ({ context, event }) => event.type === 'config' && event.config.epoch > context.epoch,
+  },
+  actions: {
+    adoptConfig: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'config') return;
+      const oldHead = headOf(context);
+      const replicas: Record<MemberId, ReplicaView> = {};
+      for (const m of event.config.chain) replicas[m.id] = context.replicas[m.id] ?? { link: 'down', appliedVersion: 0, durableVersion: 0 };
+      const newHead = event.config.chain[0]?.id ?? null;
+      // A new head gets everything uncommitted again, starting from what it reported holding.
+      const sentToHeadVersion =
+        newHead === oldHead ? context.sentToHeadVersion : newHead ? replicas[newHead].appliedVersion : 0;
+      enqueue.assign({ epoch: event.config.epoch, chain: event.config.chain, volume: event.config.volume, replicas, sentToHeadVersion });
+      enqueue.emit({ type: 'epochChanged', epoch: event.config.epoch, chain: event.config.chain });
+    }),
+    linkUp: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'link.up') return;
+      const r = context.replicas[event.id];
+      if (!r) return;
+      r.link = 'up';
+      r.appliedVersion = Math.max(r.appliedVersion, event.appliedVersion);
+      if (event.id === headOf(context)) context.sentToHeadVersion = event.appliedVersion;
+      pushToHead(context, enqueue);
+      // Flushes still waiting need this replica's durability too.
+      if (context.flushes.length > 0) {
+        enqueue.emit({ type: 'send', to: event.id, frames: [{ t: 'flush', epoch: context.epoch, v: context.flushes[context.flushes.length - 1].v }] });
+      }
+    }),
+    linkDown: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'link.down') return;
+      const r = context.replicas[event.id];
+      if (!r) return;
+      r.link = 'down';
+      for (const read of [...context.reads.values()]) {
+        if (read.target === event.id) retryRead(context, read, `link to ${event.id} went down`, enqueue);
+      }
+    }),
+    submitWrite: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'io.write') return;
+      const refusal = writeRefusal(context);
+      if (refusal) {
+        enqueue.emit({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.quorumLost, message: refusal });
+        return;
+      }
+      const v = ++context.lastVersion;
+      const frame: WriteFrame = { t: 'write', epoch: context.epoch, v, kind: event.kind, offsetBytes: event.offsetBytes, lengthBytes: event.lengthBytes };
+      if (event.data) frame.data = event.data;
+      context.writes.set(v, { reqId: event.reqId, frame, fua: event.fua, sentAtTick: context.tick });
+      pushToHead(context, enqueue);
+      if (event.fua) broadcastFlush(context, v, enqueue);
+    }),
+    submitFlush: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'io.flush') return;
+      const v = context.lastVersion;
+      const refusal = writeRefusal(context);
+      if (refusal && v > context.durableCommittedVersion) {
+        enqueue.emit({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.quorumLost, message: refusal });
+        return;
+      }
+      if (v <= context.durableCommittedVersion) {
+        enqueue.emit({ type: 'reply', reqId: event.reqId, ok: true });
+        return;
+      }
+      context.flushes.push({ reqId: event.reqId, v, sentAtTick: context.tick });
+      broadcastFlush(context, v, enqueue);
+    }),
+    submitRead: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'io.read') return;
+      // Every write already answered has v ≤ committedVersion: a replica at least that new
+      // returns what the client last saw acknowledged.
+      const minVersion = context.committedVersion;
+      const target = pickReader(context, []);
+      if (target === null) {
+        enqueue.emit({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.readFailed, message: 'no replica is reachable' });
+        return;
+      }
+      const r = ++context.nextReadId;
+      const read: PendingRead = { reqId: event.reqId, r, offsetBytes: event.offsetBytes, lengthBytes: event.lengthBytes, minVersion, target, tried: [], sentAtTick: context.tick };
+      context.reads.set(r, read);
+      sendRead(context, read, enqueue);
+    }),
+    noteAck: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'ack' || event.epoch !== context.epoch) return;
+      const r = context.replicas[event.id];
+      if (!r) return;
+      r.appliedVersion = Math.max(r.appliedVersion, event.appliedVersion);
+      r.durableVersion = Math.max(r.durableVersion, event.durableVersion);
+      settle(context, enqueue);
+    }),
+    noteReadReply: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'read.reply') return;
+      const read = context.reads.get(event.frame.r);
+      if (!read || read.target !== event.from) return;
+      if (event.frame.ok) {
+        context.reads.delete(read.r);
+        enqueue.emit({ type: 'reply', reqId: read.reqId, ok: true, data: event.frame.data });
+        return;
+      }
+      retryRead(context, read, `${event.from}: ${event.frame.message ?? event.frame.code ?? 'error'}`, enqueue);
+    }),
+    notePeerError: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'peer.error') return;
+      if (event.frame.code === ErrorCodes.epochStale && (event.frame.epoch ?? 0) > context.epoch) {
+        enqueue.emit({ type: 'staleEpoch', epoch: event.frame.epoch!, from: event.from });
+      }
+      // A head that lost frames (gap) gets everything again from what it holds.
+      if (event.frame.code === ErrorCodes.versionGap && event.from === headOf(context)) {
+        context.sentToHeadVersion = context.replicas[event.from]?.appliedVersion ?? 0;
+        pushToHead(context, enqueue);
+      }
+    }),
+    expire: enqueueActions(({ context, enqueue }) => {
+      context.tick++;
+      if (linksUp(context) >= quorumSize(context.chain.length)) context.quorumLostSinceTick = null;
+      else context.quorumLostSinceTick ??= context.tick;
+      const quorumGone = context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks;
+      // Without a reachable majority nothing can commit: answer now rather than at the timeout.
+      const writeDeadline = quorumGone ? context.tick : context.tick - context.writeTimeoutTicks;
+      const failed: PendingWrite[] = [];
+      for (const w of context.writes.values()) {
+        if (w.sentAtTick > writeDeadline) break;
+        if (w.reqId >= 0) failed.push(w);
+      }
+      for (const w of failed) {
+        // The version stays in the log to resend: only the client's answer is given up on.
+        enqueue.emit({ type: 'reply', reqId: w.reqId, ok: false, code: ErrorCodes.quorumLost, message: `write v${w.frame.v} not acknowledged by a majority of ${context.chain.length} replicas in time` });
+        w.reqId = -1;
+      }
+      while (context.flushes.length > 0 && context.flushes[0].sentAtTick <= writeDeadline) {
+        const f = context.flushes.shift()!;
+        enqueue.emit({ type: 'reply', reqId: f.reqId, ok: false, code: ErrorCodes.quorumLost, message: `flush to v${f.v} not made durable by a majority in time` });
+      }
+      const readDeadline = context.tick - context.readTimeoutTicks;
+      for (const read of [...context.reads.values()]) {
+        if (read.sentAtTick <= readDeadline) retryRead(context, read, `${read.target} timed out`, enqueue);
+      }
+    }),
+    failEverything: enqueueActions(({ context, enqueue }) => {
+      for (const w of context.writes.values()) {
+        if (w.reqId >= 0) enqueue.emit({ type: 'reply', reqId: w.reqId, ok: false, code: ErrorCodes.linkDown, message: 'driver stopping' });
+      }
+      for (const f of context.flushes) enqueue.emit({ type: 'reply', reqId: f.reqId, ok: false, code: ErrorCodes.linkDown, message: 'driver stopping' });
+      for (const r of context.reads.values()) enqueue.emit({ type: 'reply', reqId: r.reqId, ok: false, code: ErrorCodes.linkDown, message: 'driver stopping' });
+      context.writes.clear();
+      context.flushes.length = 0;
+      context.reads.clear();
+    }),
+  },
+}).createMachine({
+  id: 'driver',
+  context: ({ input }) => ({
+    id: input.id,
+    tickMs: input.tickMs,
+    writeTimeoutTicks: input.writeTimeoutTicks,
+    readTimeoutTicks: input.readTimeoutTicks,
+    quorumGraceTicks: input.quorumGraceTicks,
+    tick: 0,
+    quorumLostSinceTick: null,
+    epoch: 0,
+    chain: [],
+    volume: null,
+    replicas: {},
+    lastVersion: 0,
+    committedVersion: 0,
+    durableCommittedVersion: 0,
+    writes: new Map(),
+    flushes: [],
+    reads: new Map(),
+    nextReadId: 0,
+    sentToHeadVersion: 0,
+  }),
+  initial: 'detached',
+  on: {
+    stop: { target: '.stopped' },
+  },
+  states: {
+    /** No configuration yet: no chain to send to. */
+    detached: {
+      on: {
+        config: { target: 'attached', actions: 'adoptConfig' },
+        'io.write': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
+        'io.flush': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
+        'io.read': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
+      },
+    },
+    attached: {
+      after: { tick: { target: 'attached', reenter: true, actions: 'expire' } },
+      on: {
+        config: [{ guard: not('isNewerConfig') }, { actions: 'adoptConfig' }],
+        'link.up': { actions: 'linkUp' },
+        'link.down': { actions: 'linkDown' },
+        'io.write': { actions: 'submitWrite' },
+        'io.flush': { actions: 'submitFlush' },
+        'io.read': { actions: 'submitRead' },
+        ack: { actions: 'noteAck' },
+        'read.reply': { actions: 'noteReadReply' },
+        'peer.error': { actions: 'notePeerError' },
+      },
+    },
+    stopped: {
+      entry: 'failEverything',
+      type: 'final',
+    },
+  },
+});
+
+export type DriverMachine = typeof driverMachine;

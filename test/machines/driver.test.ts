@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import { createActor, SimulatedClock } from 'xstate';
+import type { ConfigFrame } from '../../protocol/frames.js';
+import { driverMachine, type DriverEmitted } from '../../machines/driver.js';
+
+const chain = [
+  { id: 'r1', url: 'ws://127.0.0.1:1' },
+  { id: 'r2', url: 'ws://127.0.0.1:2' },
+  { id: 'r3', url: 'ws://127.0.0.1:3' },
+];
+const config = (epoch: number, members = chain): ConfigFrame => ({ t: 'config', epoch, chain: members, driverId: 'd', volume: { name: 'v', sizeBytes: 1 << 20 } });
+
+function start() {
+  const clock = new SimulatedClock();
+  const emitted: DriverEmitted[] = [];
+  const actor = createActor(driverMachine, {
+    clock,
+    input: { id: 'd', tickMs: 100, writeTimeoutTicks: 50, readTimeoutTicks: 10, quorumGraceTicks: 20 },
+  });
+  actor.on('*', (e) => emitted.push(e as DriverEmitted));
+  actor.start();
+  actor.send({ type: 'config', config: config(1) });
+  for (const m of chain) actor.send({ type: 'link.up', id: m.id, appliedVersion: 0 });
+  emitted.length = 0;
+  const ticks = (n: number) => {
+    for (let i = 0; i < n; i++) clock.increment(100);
+  };
+  return { actor, emitted, take: () => emitted.splice(0), ticks };
+}
+
+const data = new Uint8Array(4096);
+const ack = (id: string, appliedVersion: number, durableVersion = 0) => ({ type: 'ack' as const, id, epoch: 1, appliedVersion, durableVersion });
+
+describe('driver machine', () => {
+  it('numbers writes gaplessly and sends them to the head', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'io.write', reqId: 10, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'io.write', reqId: 11, kind: 'trim', offsetBytes: 4096, lengthBytes: 4096, fua: false });
+    const sent = take();
+    expect(sent.map((e) => e.type)).toEqual(['send', 'send']);
+    expect(sent.every((e) => e.type === 'send' && e.to === 'r1')).toBe(true);
+    expect(sent.flatMap((e) => (e.type === 'send' ? e.frames.map((f) => (f as { v: number }).v) : []))).toEqual([1, 2]);
+  });
+
+  it('answers a write only when a majority has applied it', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'io.write', reqId: 10, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    take();
+    actor.send(ack('r1', 1));
+    expect(take()).toEqual([]);
+    actor.send(ack('r2', 1));
+    expect(take()).toEqual([{ type: 'reply', reqId: 10, ok: true }]);
+  });
+
+  it('one cumulative ack covers every version up to it', () => {
+    const { actor, take } = start();
+    for (let i = 0; i < 3; i++) actor.send({ type: 'io.write', reqId: i, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    take();
+    actor.send(ack('r1', 3));
+    actor.send(ack('r2', 3));
+    expect(take()).toEqual([0, 1, 2].map((reqId) => ({ type: 'reply', reqId, ok: true })));
+  });
+
+  it('FUA waits for a durable majority, and flush is broadcast to every replica', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: true });
+    const sent = take();
+    expect(sent.filter((e) => e.type === 'send' && e.frames[0].t === 'flush').map((e) => (e as { to: string }).to)).toEqual(['r1', 'r2', 'r3']);
+    actor.send(ack('r1', 1));
+    actor.send(ack('r2', 1));
+    expect(take()).toEqual([]);
+    actor.send(ack('r1', 1, 1));
+    actor.send(ack('r3', 1, 1));
+    expect(take()).toEqual([{ type: 'reply', reqId: 1, ok: true }]);
+  });
+
+  it('without a majority of acks the write fails with an error, never a silent success', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.write', reqId: 5, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send(ack('r1', 1));
+    take();
+    ticks(49);
+    expect(take()).toEqual([]);
+    ticks(2);
+    expect(take()).toEqual([expect.objectContaining({ type: 'reply', reqId: 5, ok: false, code: 'ERR_QUORUM_LOST' })]);
+  });
+
+  it('with a majority of links down, pending and new writes fail fast', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.write', reqId: 5, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'link.down', id: 'r2' });
+    actor.send({ type: 'link.down', id: 'r3' });
+    take();
+    ticks(22);
+    expect(take()).toEqual([expect.objectContaining({ reqId: 5, ok: false, code: 'ERR_QUORUM_LOST' })]);
+    actor.send({ type: 'io.write', reqId: 6, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    expect(take()).toEqual([expect.objectContaining({ reqId: 6, ok: false, code: 'ERR_QUORUM_LOST' })]);
+  });
+
+  it('resends uncommitted writes to a head that reconnects, from what it holds', () => {
+    const { actor, take } = start();
+    for (let i = 0; i < 3; i++) actor.send({ type: 'io.write', reqId: i, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'link.down', id: 'r1' });
+    take();
+    actor.send({ type: 'link.up', id: 'r1', appliedVersion: 1 });
+    const sent = take().filter((e) => e.type === 'send' && e.to === 'r1');
+    expect(sent.flatMap((e) => (e.type === 'send' ? e.frames.map((f) => (f as { v: number }).v) : []))).toEqual([2, 3]);
+  });
+
+  it('reads from the newest replica and falls back down the chain on error', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'io.read', reqId: 9, offsetBytes: 0, lengthBytes: 512 });
+    const first = take();
+    expect(first).toEqual([expect.objectContaining({ type: 'send', to: 'r1' })]);
+    const r = (first[0] as { frames: Array<{ r: number }> }).frames[0].r;
+    actor.send({ type: 'read.reply', from: 'r1', frame: { t: 'read-reply', r, ok: false, appliedVersion: 0, code: 'EIO', message: 'disk' } });
+    expect(take()).toEqual([expect.objectContaining({ type: 'send', to: 'r2' })]);
+    const bytes = new Uint8Array(512).fill(3);
+    actor.send({ type: 'read.reply', from: 'r2', frame: { t: 'read-reply', r, ok: true, appliedVersion: 0, data: bytes } });
+    expect(take()).toEqual([{ type: 'reply', reqId: 9, ok: true, data: bytes }]);
+  });
+
+  it('a read nobody answers fails after every replica timed out', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.read', reqId: 9, offsetBytes: 0, lengthBytes: 512 });
+    take();
+    ticks(35);
+    const out = take();
+    expect(out.filter((e) => e.type === 'send').map((e) => (e as { to: string }).to)).toEqual(['r2', 'r3']);
+    expect(out.at(-1)).toMatchObject({ type: 'reply', reqId: 9, ok: false, code: 'ERR_READ_FAILED' });
+  });
+
+  it('learns of a newer epoch from a refusal', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'peer.error', from: 'r1', frame: { t: 'error', code: 'ERR_EPOCH_STALE', message: 'old', epoch: 4 } });
+    expect(take()).toEqual([{ type: 'staleEpoch', epoch: 4, from: 'r1' }]);
+  });
+});

@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { createActor } from 'xstate';
+import type { ConfigFrame, WriteFrame } from '../../protocol/frames.js';
+import { admitWrites, replicaMachine, type ReplicaEmitted } from '../../machines/replica.js';
+
+const chain = [
+  { id: 'r1', url: 'ws://127.0.0.1:1' },
+  { id: 'r2', url: 'ws://127.0.0.1:2' },
+  { id: 'r3', url: 'ws://127.0.0.1:3' },
+];
+const config = (epoch: number, members = chain): ConfigFrame => ({ t: 'config', epoch, chain: members, driverId: 'd', volume: { name: 'v', sizeBytes: 1 << 20 } });
+const write = (v: number, epoch = 1): WriteFrame => ({ t: 'write', epoch, v, kind: 'write', offsetBytes: 0, lengthBytes: 1, data: new Uint8Array([v & 0xff]) });
+
+function start(id: string, appliedVersion = 0) {
+  const emitted: ReplicaEmitted[] = [];
+  const actor = createActor(replicaMachine, { input: { id, appliedVersion, durableVersion: appliedVersion } });
+  actor.on('*', (e) => emitted.push(e as ReplicaEmitted));
+  actor.start();
+  return { actor, emitted, take: () => emitted.splice(0) };
+}
+
+describe('admitWrites', () => {
+  it('drops duplicates, admits the contiguous run, stops at a gap', () => {
+    const r = admitWrites(2, [write(1), write(2), write(3), write(4), write(6), write(7)]);
+    expect(r.admitted.map((f) => f.v)).toEqual([3, 4]);
+    expect(r.gapAt).toBe(5);
+  });
+});
+
+describe('replica machine', () => {
+  it('as head: appends driver writes, acks after the store applied them', () => {
+    const { actor, take } = start('r1');
+    actor.send({ type: 'config', config: config(1) });
+    expect(actor.getSnapshot().value).toBe('serving');
+    take();
+    actor.send({ type: 'writes', from: 'd', frames: [write(1), write(2)] });
+    expect(take()).toEqual([{ type: 'append', frames: [write(1), write(2)] }]);
+    actor.send({ type: 'store.applied', appliedVersion: 2 });
+    expect(take()).toEqual([{ type: 'ack', to: 'd', appliedVersion: 2, durableVersion: 0 }]);
+  });
+
+  it('ignores resent versions and refuses a gap with the version it expects', () => {
+    const { actor, take } = start('r1', 5);
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    actor.send({ type: 'writes', from: 'd', frames: [write(4), write(5)] });
+    expect(take()).toEqual([]);
+    actor.send({ type: 'writes', from: 'd', frames: [write(7)] });
+    const out = take();
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({ type: 'refuse', to: 'd', frame: { code: 'ERR_VERSION_GAP' } });
+    expect((out[0] as { frame: { message: string } }).frame.message).toContain('expected version 6');
+  });
+
+  it('refuses frames from an older epoch and says which epoch it holds', () => {
+    const { actor, take } = start('r1');
+    actor.send({ type: 'config', config: config(3) });
+    take();
+    actor.send({ type: 'writes', from: 'd', frames: [write(1, 2)] });
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', frame: expect.objectContaining({ code: 'ERR_EPOCH_STALE', epoch: 3 }) })]);
+    expect(actor.getSnapshot().context.acceptedVersion).toBe(0);
+  });
+
+  it('takes writes only from its predecessor', () => {
+    const { actor, take } = start('r2');
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    actor.send({ type: 'writes', from: 'd', frames: [write(1)] });
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', to: 'd', frame: expect.objectContaining({ code: 'ERR_NOT_SERVING' }) })]);
+    actor.send({ type: 'writes', from: 'r1', frames: [write(1)] });
+    expect(take()).toEqual([{ type: 'append', frames: [write(1)] }]);
+  });
+
+  it('joins behind a predecessor: syncs, then serves once caught up', () => {
+    const { actor, take } = start('r3', 4);
+    actor.send({ type: 'config', config: config(1) });
+    expect(actor.getSnapshot().value).toBe('syncing');
+    expect(take()).toContainEqual({ type: 'syncFrom', predecessor: chain[1], fromVersion: 4 });
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 1, mode: 'log', fromVersion: 4, imageVersion: 0, targetVersion: 6 } });
+    actor.send({ type: 'writes', from: 'r2', frames: [write(5), write(6)] });
+    actor.send({ type: 'store.applied', appliedVersion: 5 });
+    expect(actor.getSnapshot().value).toBe('syncing');
+    actor.send({ type: 'store.applied', appliedVersion: 6 });
+    expect(actor.getSnapshot().value).toBe('serving');
+  });
+
+  it('loses its upstream link: syncs again from what it holds', () => {
+    const { actor, take } = start('r2', 9);
+    actor.send({ type: 'config', config: config(1) });
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 1, mode: 'log', fromVersion: 9, imageVersion: 0, targetVersion: 9 } });
+    actor.send({ type: 'store.applied', appliedVersion: 9 });
+    expect(actor.getSnapshot().value).toBe('serving');
+    take();
+    actor.send({ type: 'upstream.down', reason: 'closed' });
+    expect(actor.getSnapshot().value).toBe('syncing');
+    expect(take()).toContainEqual({ type: 'syncFrom', predecessor: chain[0], fromVersion: 9 });
+  });
+
+  it('parks a read until its version is applied', () => {
+    const { actor, take } = start('r1');
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    const read = { t: 'read' as const, epoch: 1, r: 7, offsetBytes: 0, lengthBytes: 512, minVersion: 2 };
+    actor.send({ type: 'read', from: 'd', frame: read });
+    expect(take()).toEqual([]);
+    actor.send({ type: 'writes', from: 'd', frames: [write(1), write(2)] });
+    actor.send({ type: 'store.applied', appliedVersion: 2 });
+    expect(take()).toContainEqual({ type: 'serveRead', to: 'd', frame: read });
+  });
+
+  it('forwards only to its successor in the current epoch', () => {
+    const { actor, take } = start('r1');
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    actor.send({ type: 'sync.request', from: 'r3', frame: { t: 'sync', epoch: 1, id: 'r3', fromVersion: 0 } });
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', to: 'r3' })]);
+    actor.send({ type: 'sync.request', from: 'r2', frame: { t: 'sync', epoch: 1, id: 'r2', fromVersion: 3 } });
+    expect(take()).toEqual([{ type: 'forwardFrom', to: 'r2', fromVersion: 3 }]);
+  });
+
+  it('flushes once applied reaches the flush version, and acks the durable version', () => {
+    const { actor, take } = start('r2');
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    actor.send({ type: 'flush', from: 'd', frame: { t: 'flush', epoch: 1, v: 1 } });
+    expect(take()).toEqual([]);
+    actor.send({ type: 'writes', from: 'r1', frames: [write(1)] });
+    actor.send({ type: 'store.applied', appliedVersion: 1 });
+    expect(take()).toContainEqual({ type: 'storeFlush' });
+    actor.send({ type: 'store.durable', durableVersion: 1 });
+    expect(take()).toEqual([{ type: 'ack', to: 'd', appliedVersion: 1, durableVersion: 1 }]);
+  });
+
+  it('a failed store stops taking writes', () => {
+    const { actor, take } = start('r1');
+    actor.send({ type: 'config', config: config(1) });
+    actor.send({ type: 'store.failed', code: 'ERR_NO_SPACE', message: 'disk full' });
+    expect(actor.getSnapshot().value).toBe('faulted');
+    take();
+    actor.send({ type: 'writes', from: 'd', frames: [write(1)] });
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', frame: expect.objectContaining({ message: expect.stringContaining('disk full') }) })]);
+  });
+
+  it('a resent config of the same epoch changes nothing', () => {
+    const { actor, take } = start('r2');
+    actor.send({ type: 'config', config: config(1) });
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 1, mode: 'log', fromVersion: 0, imageVersion: 0, targetVersion: 0 } });
+    actor.send({ type: 'store.applied', appliedVersion: 0 });
+    expect(actor.getSnapshot().value).toBe('serving');
+    take();
+    actor.send({ type: 'config', config: config(1) });
+    expect(actor.getSnapshot().value).toBe('serving');
+    expect(take()).toEqual([]);
+  });
+});
