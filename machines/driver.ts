@@ -217,9 +217,22 @@ export const driverMachine = setup({
     tick: ({ context }) => context.tickMs,
   },
   guards: {
+    majorityUp: ({ context }) => context.chain.length > 0 && linksUp(context) >= quorumSize(context.chain.length),
     isNewerConfig: ({ context, event }) => event.type === 'config' && event.config.epoch > context.epoch,
   },
   actions: {
+    refuseIo: emit(({ event }) => ({
+      type: 'reply' as const,
+      reqId: 'reqId' in event ? event.reqId : -1,
+      ok: false as const,
+      code: ErrorCodes.notServing,
+      message: 'the driver is not attached to a majority of its chain yet',
+    })),
+    resumeVersions: assign(({ context }) => {
+      const held = context.chain.map((m) => context.replicas[m.id]).filter((r) => r?.link === 'up').map((r) => r.appliedVersion);
+      const newest = Math.max(context.lastVersion, ...held);
+      return { lastVersion: newest, committedVersion: Math.max(context.committedVersion, quorumVersion(held, quorumSize(context.chain.length))) };
+    }),
     adoptConfig: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'config') return;
       const oldHead = headOf(context);
@@ -396,10 +409,25 @@ export const driverMachine = setup({
     /** No configuration yet: no chain to send to. */
     detached: {
       on: {
-        config: { target: 'attached', actions: 'adoptConfig' },
-        'io.write': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
-        'io.flush': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
-        'io.read': { actions: emit(({ event }) => ({ type: 'reply', reqId: event.reqId, ok: false, code: ErrorCodes.notServing, message: 'the driver has no chain configuration yet' }) as const) },
+        config: { target: 'attaching', actions: 'adoptConfig' },
+        'io.write': { actions: 'refuseIo' },
+        'io.flush': { actions: 'refuseIo' },
+        'io.read': { actions: 'refuseIo' },
+      },
+    },
+    /**
+     * Waiting to hear from a majority: a driver that (re)starts must number its writes after
+     * the newest version any replica holds, or it would reuse versions.
+     */
+    attaching: {
+      always: { guard: 'majorityUp', target: 'attached', actions: 'resumeVersions' },
+      on: {
+        config: [{ guard: not('isNewerConfig') }, { actions: 'adoptConfig' }],
+        'link.up': { actions: 'linkUp' },
+        'link.down': { actions: 'linkDown' },
+        'io.write': { actions: 'refuseIo' },
+        'io.flush': { actions: 'refuseIo' },
+        'io.read': { actions: 'refuseIo' },
       },
     },
     attached: {

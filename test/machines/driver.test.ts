@@ -135,4 +135,20 @@ describe('driver machine', () => {
     actor.send({ type: 'peer.error', from: 'r1', frame: { t: 'error', code: 'ERR_EPOCH_STALE', message: 'old', epoch: 4 } });
     expect(take()).toEqual([{ type: 'staleEpoch', epoch: 4, from: 'r1' }]);
   });
+
+  it('a restarted driver waits for a majority, then numbers after the newest version held', () => {
+    const emitted: DriverEmitted[] = [];
+    const actor = createActor(driverMachine, { clock: new SimulatedClock(), input: { id: 'd', tickMs: 100, writeTimeoutTicks: 50, readTimeoutTicks: 10, quorumGraceTicks: 20 } });
+    actor.on('*', (e) => emitted.push(e as DriverEmitted));
+    actor.start();
+    actor.send({ type: 'config', config: config(1) });
+    actor.send({ type: 'link.up', id: 'r1', appliedVersion: 7 });
+    actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    expect(emitted.at(-1)).toMatchObject({ type: 'reply', reqId: 1, ok: false, code: 'ERR_NOT_SERVING' });
+    actor.send({ type: 'link.up', id: 'r3', appliedVersion: 5 });
+    expect(actor.getSnapshot().value).toBe('attached');
+    emitted.length = 0;
+    actor.send({ type: 'io.write', reqId: 2, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    expect(emitted).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ v: 8 })] })]);
+  });
 });
