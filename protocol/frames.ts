@@ -186,5 +186,7 @@ export const ErrorCodes = {
   quorumLost: 'ERR_QUORUM_LOST',
   readFailed: 'ERR_READ_FAILED',
   linkDown: 'ERR_LINK_DOWN',
+  /** The dialing side sent no hello (or something else first) within limits.helloTimeoutMs. */
+  helloTimeout: 'ERR_HELLO_TIMEOUT',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

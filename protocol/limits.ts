@@ -19,4 +19,28 @@ export const limits = {
   errorRepliesPerSecond: 20,
   /** Image chunk size for SYNC by image. */
   imageChunkBytes: 1024 * 1024,
+
+  // Added with the link layer (protocol/link.ts, server.ts, dialer.ts, validate.ts).
+  /** After send() returned false, 'drain' fires once queued + buffered bytes fall below this. */
+  sendLowWaterBytes: 8 * 1024 * 1024,
+  /** Member ids, cluster ids, error codes: longest accepted string. */
+  maxIdChars: 256,
+  /** Free text on the wire (error messages, state names, urls, volume names). */
+  maxTextChars: 4096,
+  /** Members in a config frame's chain. */
+  maxChainMembers: 64,
+  /** Entries in a heartbeat's gossip view. */
+  maxViewEntries: 256,
+  /** A closing link waits this long for the peer's close handshake, then drops the socket. */
+  closeGraceMs: 1000,
+  /** A dialed link that stayed up this long resets its reconnect backoff to reconnectMinMs. */
+  stableLinkMs: 10_000,
 } as const;
+
+/** The shape of `limits`, with numbers widened so tests and callers can override some. */
+export type Limits = { readonly [K in keyof typeof limits]: number };
+
+/** `limits` with some bounds overridden (tests use short timeouts, small high-water marks). */
+export function resolveLimits(overrides?: Partial<Limits>): Limits {
+  return overrides ? { ...limits, ...overrides } : limits;
+}

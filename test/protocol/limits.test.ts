@@ -1,0 +1,18 @@
+import { describe, expect, it } from 'vitest';
+import { limits, resolveLimits } from '../../protocol/limits.js';
+
+describe('limits', () => {
+  it('are consistent with each other', () => {
+    // A batch is flushed once it reaches batchFlushBytes, so its last frame may add a whole IO.
+    expect(limits.batchFlushBytes + limits.maxIoBytes + 64 * 1024).toBeLessThanOrEqual(limits.maxMessageBytes);
+    expect(limits.imageChunkBytes).toBeLessThanOrEqual(limits.maxIoBytes);
+    expect(limits.sendLowWaterBytes).toBeLessThan(limits.sendHighWaterBytes);
+    expect(limits.reconnectMinMs).toBeLessThanOrEqual(limits.reconnectMaxMs / 2);
+    expect(limits.maxIoBytes).toBeLessThanOrEqual(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('can be overridden in part', () => {
+    expect(resolveLimits()).toBe(limits);
+    expect(resolveLimits({ helloTimeoutMs: 10 })).toEqual({ ...limits, helloTimeoutMs: 10 });
+  });
+});
