@@ -23,8 +23,16 @@ export interface BlockBackend {
   readonly minimumBlockSizeBytes?: number;
   readonly preferredBlockSizeBytes?: number;
 
+  /**
+   * Exactly lengthBytes bytes (a short buffer is answered with EIO). The server only reads the
+   * buffer (it goes to the socket), so a view into shared memory is fine if it is not changed
+   * until the reply is written.
+   */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
-  /** With fua, the data is durable when the promise resolves. */
+  /**
+   * With fua, the data is durable when the promise resolves. `data` may be a view into a received
+   * socket chunk; the server never reuses or changes it, so a backend may keep it without copying.
+   */
   write(offsetBytes: number, data: Buffer, options: { fua: boolean }): Promise<void>;
   trim(offsetBytes: number, lengthBytes: number, options: { fua: boolean }): Promise<void>;
   /** noHole: the range must stay allocated (reads zero, no trim). */

@@ -1,0 +1,70 @@
+/**
+ * Batches a connection's outgoing buffers: everything queued during one event-loop turn goes out
+ * in one corked write (one writev syscall), flushed from setImmediate — which runs right after
+ * the poll phase in which the backend's completions arrived, so batching adds no latency.
+ */
+import type { Socket } from 'node:net';
+
+export class ReplyWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private scheduled = false;
+  private closed = false;
+  private bytesSent = 0;
+
+  constructor(private readonly socket: Socket) {}
+
+  /** Bytes queued but not yet accepted by the kernel (ours + the socket's buffer). */
+  get queuedBytes(): number {
+    return this.pendingBytes + this.socket.writableLength;
+  }
+
+  get totalBytesSent(): number {
+    return this.bytesSent;
+  }
+
+  send(buffer: Buffer): void {
+    if (this.closed) return;
+    this.pending.push(buffer);
+    this.pendingBytes += buffer.length;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  send2(header: Buffer, data: Buffer): void {
+    if (this.closed) return;
+    this.pending.push(header, data);
+    this.pendingBytes += header.length + data.length;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /** Write out whatever is queued now (before end(), or when the caller cannot wait a turn). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.closed || this.pending.length === 0) return;
+    const buffers = this.pending;
+    this.pending = [];
+    this.bytesSent += this.pendingBytes;
+    this.pendingBytes = 0;
+    if (this.socket.destroyed || !this.socket.writable) return;
+    if (buffers.length === 1) {
+      this.socket.write(buffers[0]);
+      return;
+    }
+    this.socket.cork();
+    for (const b of buffers) this.socket.write(b);
+    this.socket.uncork();
+  };
+
+  /** Drop anything queued and refuse more (the socket is gone). */
+  close(): void {
+    this.closed = true;
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+}
