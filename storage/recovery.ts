@@ -1,0 +1,347 @@
+/**
+ * Opening a store: newest valid checkpoint, then replay of the log after it.
+ *
+ * What recovery decides, and why:
+ * - A corrupt checkpoint (bad crc, torn) is skipped with a warning; the previous one (or a
+ *   full replay from L1) takes over. A valid checkpoint naming a missing segment is
+ *   ERR_CORRUPT: data it maps is gone, and guessing would serve wrong bytes.
+ * - A bad record at the end of the log (torn write, short read, bad crc, bad magic) is
+ *   cut off (truncated) and reported: it was never acknowledged as durable.
+ * - A bad record followed by valid records is damage in the middle of the log: open
+ *   refuses with ERR_CORRUPT naming segment and position, unless `repairCorruptLog` is
+ *   set, which truncates there and drops everything after (explicit data loss, reported).
+ * - Log segments after the checkpoint must be numbered without gaps (ERR_CORRUPT).
+ * - GC output not referenced by the chosen checkpoint is an interrupted GC: deleted.
+ */
+import type { Logger } from 'pino';
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { listCheckpoints, readCheckpoint, checkpointFileName, type CheckpointData } from './checkpoint.js';
+import { parseRecord, RECORD_HEADER_BYTES, RECORD_MAGIC, type RecordHeader } from './record.js';
+import { checkSegmentHeader, encodeSegmentHeader, fsyncDir, parseSegmentFileName, SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js';
+import { CorruptError, wrapFsError } from './errors.js';
+
+export interface OpenReport {
+  /** True when this open created the volume. */
+  created: boolean;
+  /** Checkpoint file used, or null for a full replay. */
+  checkpointUsed: string | null;
+  checkpointVersion: number;
+  recoveredVersion: number;
+  replayedRecords: number;
+  replayedBytes: number;
+  /** Bytes cut from the log tail (torn or corrupt records). */
+  truncatedBytes: number;
+  /** Files deleted: torn tail segments, interrupted GC output, temp files. */
+  removedFiles: string[];
+  warnings: string[];
+  durationMs: number;
+}
+
+export interface ReplaySink {
+  loadCheckpoint(data: CheckpointData): void;
+  apply(header: RecordHeader, segment: SegmentFile, dataPositionBytes: number): void;
+}
+
+export interface RecoveryOptions {
+  repairCorruptLog: boolean;
+  logger?: Logger;
+}
+
+export interface Recovered {
+  segments: Map<number, SegmentFile>;
+  active: SegmentFile;
+  version: number;
+  checkpoint: CheckpointData | undefined;
+  report: OpenReport;
+}
+
+export async function recover(dir: string, options: RecoveryOptions, sink: ReplaySink, created: boolean): Promise<Recovered> {
+  const opened: SegmentFile[] = [];
+  try {
+    return await recoverInner(dir, options, sink, created, opened);
+  } catch (err) {
+    // A refused open must not leak file handles.
+    await Promise.all(opened.map((s) => s.close()));
+    throw err;
+  }
+}
+
+async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplaySink, created: boolean, opened: SegmentFile[]): Promise<Recovered> {
+  const startedMs = Date.now();
+  const report: OpenReport = {
+    created,
+    checkpointUsed: null,
+    checkpointVersion: 0,
+    recoveredVersion: 0,
+    replayedRecords: 0,
+    replayedBytes: 0,
+    truncatedBytes: 0,
+    removedFiles: [],
+    warnings: [],
+    durationMs: 0,
+  };
+  const warn = (msg: string, extra: Record<string, unknown> = {}): void => {
+    report.warnings.push(msg);
+    options.logger?.warn({ dir, ...extra }, msg);
+  };
+  const remove = async (name: string): Promise<void> => {
+    await unlink(join(dir, name)).catch((err: unknown) => {
+      throw wrapFsError(err, `delete ${name}`);
+    });
+    report.removedFiles.push(name);
+  };
+
+  const names = await readdir(dir);
+  for (const name of names) if (name.endsWith('.tmp')) await remove(name);
+  const logNumbers: number[] = [];
+  const gcNumbers = new Set<number>();
+  for (const name of names) {
+    const parsed = parseSegmentFileName(name);
+    if (parsed?.kind === 'log') logNumbers.push(parsed.number);
+    else if (parsed?.kind === 'gc') gcNumbers.add(parsed.number);
+  }
+  logNumbers.sort((a, b) => a - b);
+  const logSet = new Set(logNumbers);
+
+  // 1. The newest checkpoint that decodes and checks out.
+  let checkpoint: CheckpointData | undefined;
+  const sequences = await listCheckpoints(dir);
+  for (const seq of sequences) {
+    try {
+      checkpoint = await readCheckpoint(dir, seq);
+      report.checkpointUsed = checkpointFileName(seq);
+      break;
+    } catch (err) {
+      warn(`checkpoint ${checkpointFileName(seq)} is unusable (${err instanceof Error ? err.message : String(err)}); falling back`, { checkpoint: seq });
+    }
+  }
+
+  const segments = new Map<number, SegmentFile>();
+  let replayStartNumber = 1;
+  let replayStartPos = SEGMENT_HEADER_BYTES;
+  if (checkpoint) {
+    const meta = checkpoint.meta;
+    for (const s of meta.segments) {
+      const present = s.kind === 'log' ? logSet.has(s.number) : gcNumbers.has(s.number);
+      if (!present) {
+        throw new CorruptError(
+          `segment ${segmentFileName(s.kind, s.number)} referenced by ${report.checkpointUsed} is missing from ${dir}; ` +
+            `the data it holds is lost (restore the file or rebuild this replica from a peer)`,
+        );
+      }
+    }
+    replayStartNumber = meta.replayFrom.segmentNumber;
+    replayStartPos = meta.replayFrom.positionBytes;
+    report.checkpointVersion = meta.version;
+    sink.loadCheckpoint(checkpoint);
+    for (const s of meta.segments) {
+      if (s.kind === 'log' && s.number >= replayStartNumber) continue; // opened by the replay below
+      const size = (await stat(join(dir, segmentFileName(s.kind, s.number)))).size;
+      const seg = new SegmentFile(dir, s.kind, s.number, size, 'readonly');
+      seg.firstVersion = s.firstVersion;
+      seg.lastVersion = s.lastVersion;
+      segments.set(seg.id, seg);
+    }
+  } else if (sequences.length > 0 || (logNumbers.length > 0 && logNumbers[0] !== 1)) {
+    if (logNumbers.length > 0 && logNumbers[0] !== 1) {
+      throw new CorruptError(
+        `no usable checkpoint in ${dir} and the log starts at ${segmentFileName('log', logNumbers[0])}: ` +
+          `the records before it were compacted away, so a full replay cannot rebuild the disk`,
+      );
+    }
+  }
+
+  // 2. Interrupted GC output and leftovers of deletions: not referenced, so not needed.
+  const referencedGc = new Set((checkpoint?.meta.segments ?? []).filter((s) => s.kind === 'gc').map((s) => s.number));
+  for (const n of gcNumbers) {
+    if (!referencedGc.has(n)) {
+      warn(`removing ${segmentFileName('gc', n)}: not referenced by the checkpoint (interrupted GC or image install)`);
+      await remove(segmentFileName('gc', n));
+    }
+  }
+  const referencedLog = new Set((checkpoint?.meta.segments ?? []).filter((s) => s.kind === 'log').map((s) => s.number));
+  for (const n of logNumbers) {
+    if (n < replayStartNumber && !referencedLog.has(n)) {
+      warn(`removing ${segmentFileName('log', n)}: before the checkpoint and not referenced (interrupted deletion)`);
+      await remove(segmentFileName('log', n));
+    }
+  }
+
+  // 3. Replay the log segments from the checkpoint on; they must be gapless.
+  const toReplay = logNumbers.filter((n) => n >= replayStartNumber);
+  if (checkpoint && !logSet.has(replayStartNumber)) {
+    throw new CorruptError(`log segment ${segmentFileName('log', replayStartNumber)} (where ${report.checkpointUsed} resumes) is missing from ${dir}`);
+  }
+  for (let i = 1; i < toReplay.length; i += 1) {
+    if (toReplay[i] !== toReplay[i - 1] + 1) {
+      throw new CorruptError(
+        `log segment ${segmentFileName('log', toReplay[i - 1] + 1)} is missing (gap between ${segmentFileName('log', toReplay[i - 1])} ` +
+          `and ${segmentFileName('log', toReplay[i])}); the records in it are lost`,
+      );
+    }
+  }
+
+  let version = checkpoint?.meta.version ?? 0;
+  let active: SegmentFile | undefined;
+  let dirChanged = report.removedFiles.length > 0;
+  for (let idx = 0; idx < toReplay.length; idx += 1) {
+    const number = toReplay[idx];
+    const seg = new SegmentFile(dir, 'log', number, 0, 'existing');
+    opened.push(seg);
+    const listed = checkpoint?.meta.segments.find((s) => s.kind === 'log' && s.number === number);
+    if (listed) {
+      // Records before the checkpoint position are not replayed: keep their version range.
+      seg.firstVersion = listed.firstVersion;
+      seg.lastVersion = listed.lastVersion;
+    }
+    const fh = await seg.handle();
+    const size = (await fh.stat()).size;
+    const buf = Buffer.allocUnsafeSlow(size);
+    let got = 0;
+    while (got < size) {
+      const { bytesRead } = await fh.read(buf, got, size - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    const data = buf.subarray(0, got);
+    const isLast = idx === toReplay.length - 1;
+    const headerProblem = checkSegmentHeader(data, 'log', number);
+    let pos = idx === 0 && checkpoint ? replayStartPos : SEGMENT_HEADER_BYTES;
+    if (headerProblem) {
+      // A torn header can only be the newest segment, created just before a crash.
+      const laterValid = await laterSegmentsHaveRecords(dir, toReplay.slice(idx + 1));
+      if (!laterValid && !(idx === 0 && checkpoint)) {
+        warn(`removing ${seg.name}: ${headerProblem} (torn segment creation at the log tail)`);
+        await seg.close();
+        for (const n of toReplay.slice(idx)) await remove(segmentFileName('log', n));
+        dirChanged = true;
+        break;
+      }
+      if (!options.repairCorruptLog) {
+        throw new CorruptError(`log segment ${seg.name} in ${dir}: ${headerProblem}, and later segments hold valid records; refusing to drop them silently (open with repairCorruptLog to cut the log here)`);
+      }
+      warn(`repairCorruptLog: dropping ${seg.name} and every later log segment (${headerProblem})`);
+      await seg.close();
+      for (const n of toReplay.slice(idx)) await remove(segmentFileName('log', n));
+      dirChanged = true;
+      break;
+    }
+    if (pos > data.length) {
+      throw new CorruptError(`log segment ${seg.name} is ${data.length} bytes, but ${report.checkpointUsed} says it held ${pos}; the log lost acknowledged data`);
+    }
+    let cutAt: number | undefined;
+    while (pos < data.length) {
+      const parsed = parseRecord(data, pos);
+      if (!parsed.ok) {
+        const what = `${parsed.reason === 'short' ? 'torn (short) record' : parsed.reason === 'bad-crc' ? 'crc mismatch' : 'bad record header'} at ${seg.name}:${pos}`;
+        const laterInThis = findValidRecordAfter(data, pos + 1);
+        const laterSegs = isLast ? false : await laterSegmentsHaveRecords(dir, toReplay.slice(idx + 1));
+        if (laterInThis === undefined && !laterSegs) {
+          warn(`log tail cut: ${what}; ${data.length - pos} bytes removed (never acknowledged as durable)`, { segment: seg.name, positionBytes: pos });
+        } else if (options.repairCorruptLog) {
+          warn(`repairCorruptLog: ${what} in the middle of the log; cutting here and dropping every later record`, { segment: seg.name, positionBytes: pos });
+        } else {
+          const next = laterInThis !== undefined ? `${seg.name}:${laterInThis}` : 'a later segment';
+          throw new CorruptError(
+            `log corrupt in the middle: ${what} (version ${version + 1} expected), followed by a valid record at ${next}; ` +
+              `refusing to drop acknowledged records silently (open with repairCorruptLog to cut the log here, losing everything after)`,
+          );
+        }
+        cutAt = pos;
+        break;
+      }
+      const h = parsed.header;
+      if (h.version !== version + 1) {
+        throw new CorruptError(`log out of order at ${seg.name}:${pos}: expected version ${version + 1} got ${h.version}`);
+      }
+      sink.apply(h, seg, pos + RECORD_HEADER_BYTES);
+      if (seg.firstVersion === 0) seg.firstVersion = h.version;
+      seg.lastVersion = h.version;
+      version = h.version;
+      report.replayedRecords += 1;
+      report.replayedBytes += parsed.totalBytes;
+      pos += parsed.totalBytes;
+    }
+    if (cutAt !== undefined) {
+      report.truncatedBytes += data.length - cutAt;
+      try {
+        await fh.truncate(cutAt);
+        await fh.datasync();
+      } catch (err) {
+        throw wrapFsError(err, `truncate ${seg.name}`);
+      }
+      seg.sizeBytes = cutAt;
+      segments.set(seg.id, seg);
+      active = seg;
+      for (const n of toReplay.slice(idx + 1)) {
+        report.truncatedBytes += (await stat(join(dir, segmentFileName('log', n)))).size;
+        await remove(segmentFileName('log', n));
+        dirChanged = true;
+      }
+      break;
+    }
+    seg.sizeBytes = data.length;
+    segments.set(seg.id, seg);
+    active = seg;
+  }
+
+  if (!active) {
+    // Empty volume (or a torn first segment): start the log.
+    const number = toReplay.length > 0 ? toReplay[0] : Math.max(0, ...logNumbers) + 1;
+    active = new SegmentFile(dir, 'log', number, 0, 'create');
+    opened.push(active);
+    await active.writeAt([encodeSegmentHeader('log', number)], 0);
+    await active.datasync();
+    active.sizeBytes = SEGMENT_HEADER_BYTES;
+    segments.set(active.id, active);
+    dirChanged = true;
+  }
+  if (dirChanged) await fsyncDir(dir);
+
+  if (checkpoint) {
+    // Every extent must point into a known segment and inside it: a checkpoint is input, not trust.
+    const check = (segs: Uint32Array, poss: Uint32Array, lens: Uint32Array, what: string): void => {
+      for (let i = 0; i < segs.length; i += 1) {
+        const seg = segments.get(segs[i]);
+        if (!seg) throw new CorruptError(`${report.checkpointUsed}: ${what} entry ${i} points into segment id ${segs[i]}, which does not exist`);
+        if (poss[i] + lens[i] > seg.sizeBytes) throw new CorruptError(`${report.checkpointUsed}: ${what} entry ${i} points past the end of ${seg.name}`);
+      }
+    };
+    check(checkpoint.map.segments, checkpoint.map.positions, checkpoint.map.lengths, 'map');
+    checkpoint.snapshotMaps.forEach((m, i) => check(m.segments, m.positions, m.lengths, `snapshot ${checkpoint!.meta.snapshots[i].name}`));
+    check(checkpoint.history.segments, checkpoint.history.positions, checkpoint.history.lengths, 'history');
+  }
+
+  report.recoveredVersion = version;
+  report.durationMs = Date.now() - startedMs;
+  return { segments, active, version, checkpoint, report };
+}
+
+/** Position of the next record with a valid crc after `from`, if any (is the damage at the tail?). */
+function findValidRecordAfter(data: Buffer, from: number): number | undefined {
+  const magic = Buffer.alloc(4);
+  magic.writeUInt32LE(RECORD_MAGIC, 0);
+  let at = data.indexOf(magic, from);
+  while (at >= 0) {
+    if (parseRecord(data, at).ok) return at;
+    at = data.indexOf(magic, at + 1);
+  }
+  return undefined;
+}
+
+async function laterSegmentsHaveRecords(dir: string, numbers: number[]): Promise<boolean> {
+  for (const n of numbers) {
+    const seg = new SegmentFile(dir, 'log', n, 0, 'readonly');
+    try {
+      const size = (await stat(seg.path)).size;
+      const buf = Buffer.alloc(Math.min(size, 64 * 1024 * 1024 + 4096));
+      if (buf.length > 0) await seg.readAt(buf, 0, buf.length, 0);
+      if (findValidRecordAfter(buf, SEGMENT_HEADER_BYTES) !== undefined) return true;
+    } finally {
+      await seg.close();
+    }
+  }
+  return false;
+}
+

@@ -1,0 +1,201 @@
+/**
+ * Segment files: the log (L…) receives every record in version order; GC output and
+ * installed images (G…) hold relocated records and are never replayed, only referenced
+ * by a checkpoint. Separate numbering lets recovery demand that log segments after the
+ * checkpoint are gapless, whatever GC did.
+ *
+ * Segment header (32 bytes): magic u32 | formatVersion u16 | kind u8 | 0 u8 | number u64
+ * | crc32c(bytes 0..16) u32 | 12 reserved zero bytes.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FORMAT_VERSION, readU64, writeU64 } from './record.js';
+import { CorruptError, wrapFsError } from './errors.js';
+
+export const SEGMENT_MAGIC = 0x5356534c; // "LSVS"
+export const SEGMENT_HEADER_BYTES = 32;
+
+export type SegmentKind = 'log' | 'gc';
+
+/** In-memory id stored in extents: both kinds share one u32 space without colliding. */
+export function segmentId(kind: SegmentKind, number: number): number {
+  return number * 2 + (kind === 'gc' ? 1 : 0);
+}
+
+export function segmentFromId(id: number): { kind: SegmentKind; number: number } {
+  return { kind: id % 2 === 1 ? 'gc' : 'log', number: Math.floor(id / 2) };
+}
+
+export function segmentFileName(kind: SegmentKind, number: number): string {
+  return `${kind === 'log' ? 'L' : 'G'}${String(number).padStart(10, '0')}.seg`;
+}
+
+/** Parse a segment file name; undefined for other files. */
+export function parseSegmentFileName(name: string): { kind: SegmentKind; number: number } | undefined {
+  const m = /^([LG])(\d{10})\.seg$/.exec(name);
+  if (!m) return undefined;
+  return { kind: m[1] === 'L' ? 'log' : 'gc', number: Number(m[2]) };
+}
+
+export function encodeSegmentHeader(kind: SegmentKind, number: number): Buffer {
+  const buf = Buffer.alloc(SEGMENT_HEADER_BYTES);
+  buf.writeUInt32LE(SEGMENT_MAGIC, 0);
+  buf.writeUInt16LE(FORMAT_VERSION, 4);
+  buf[6] = kind === 'log' ? 1 : 2;
+  writeU64(buf, number, 8);
+  buf.writeUInt32LE(crc32c(buf.subarray(0, 16)), 16);
+  return buf;
+}
+
+/** Check a segment header; returns a reason string when it is not the header of this segment. */
+export function checkSegmentHeader(buf: Buffer, kind: SegmentKind, number: number): string | undefined {
+  if (buf.length < SEGMENT_HEADER_BYTES) return `short segment header (${buf.length} bytes)`;
+  if (buf.readUInt32LE(0) !== SEGMENT_MAGIC) return 'bad segment magic';
+  if (buf.readUInt32LE(16) !== crc32c(buf.subarray(0, 16))) return 'bad segment header crc';
+  if (buf.readUInt16LE(4) !== FORMAT_VERSION) return `unsupported segment format ${buf.readUInt16LE(4)}`;
+  if (buf[6] !== (kind === 'log' ? 1 : 2) || readU64(buf, 8) !== number) return 'segment header names another segment';
+  return undefined;
+}
+
+export class SegmentFile {
+  readonly id: number;
+  readonly path: string;
+  /** Logical end: bytes on disk plus bytes queued in the writer. */
+  sizeBytes: number;
+  /** Log segments: first and last record versions in it (0 when empty). */
+  firstVersion = 0;
+  lastVersion = 0;
+  /** Reads in flight; a retired segment is closed and deleted when this drops to 0. */
+  private pins = 0;
+  private retired = false;
+  private deleted: Promise<void> | undefined;
+  private onDeleted: (() => void) | undefined;
+  private fhPromise: Promise<FileHandle> | undefined;
+
+  /**
+   * Synchronous so the writer can roll over inside a synchronous append: the file itself is
+   * created (mode 'create') or opened on first use.
+   */
+  constructor(
+    readonly dir: string,
+    readonly kind: SegmentKind,
+    readonly number: number,
+    sizeBytes: number,
+    private readonly mode: 'create' | 'existing' | 'readonly',
+  ) {
+    this.id = segmentId(kind, number);
+    this.path = join(dir, segmentFileName(kind, number));
+    this.sizeBytes = sizeBytes;
+  }
+
+  get name(): string {
+    return segmentFileName(this.kind, this.number);
+  }
+
+  get isRetired(): boolean {
+    return this.retired;
+  }
+
+  handle(): Promise<FileHandle> {
+    if (!this.fhPromise) {
+      // 'wx+': a name collision means our numbering is wrong; never clobber a segment.
+      const flags = this.mode === 'create' ? 'wx+' : this.mode === 'existing' ? 'r+' : 'r';
+      this.fhPromise = open(this.path, flags).catch((err: unknown) => {
+        this.fhPromise = undefined;
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CorruptError(`segment ${this.name} is missing in ${this.dir}`);
+        throw wrapFsError(err, `open segment ${this.path}`);
+      });
+    }
+    return this.fhPromise;
+  }
+
+  /** Read exactly `length` bytes at `position`, pinning the file for the duration. */
+  async readAt(target: Buffer, targetOffset: number, length: number, positionBytes: number): Promise<void> {
+    this.pins += 1;
+    try {
+      const fh = await this.handle();
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(target, targetOffset + done, length - done, positionBytes + done);
+        if (bytesRead === 0) throw new CorruptError(`segment ${this.name} ends at ${positionBytes + done}, expected data up to ${positionBytes + length}`);
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw wrapFsError(err, `read segment ${this.name}`);
+    } finally {
+      this.pins -= 1;
+      if (this.retired && this.pins === 0) this.finishDelete();
+    }
+  }
+
+  /** Write all of `buffers` at `position` (loops over short writes). */
+  async writeAt(buffers: Buffer[], positionBytes: number): Promise<void> {
+    const fh = await this.handle();
+    let pos = positionBytes;
+    let pending = buffers;
+    while (pending.length > 0) {
+      const total = pending.reduce((n, b) => n + b.length, 0);
+      const { bytesWritten } = await fh.writev(pending, pos);
+      pos += bytesWritten;
+      if (bytesWritten >= total) return;
+      // Short write: drop what went out and go again (the next call reports ENOSPC if that is why).
+      let skip = bytesWritten;
+      const rest: Buffer[] = [];
+      for (const b of pending) {
+        if (skip >= b.length) skip -= b.length;
+        else {
+          rest.push(skip > 0 ? b.subarray(skip) : b);
+          skip = 0;
+        }
+      }
+      pending = rest;
+    }
+  }
+
+  async datasync(): Promise<void> {
+    const fh = await this.handle();
+    await fh.datasync();
+  }
+
+  /** Delete once no read holds it (GC, image install). Resolves when the file is gone. */
+  retire(unlinkFn: (path: string) => Promise<void>): Promise<void> {
+    if (!this.deleted) {
+      this.retired = true;
+      this.deleted = new Promise<void>((resolve) => {
+        this.onDeleted = () => {
+          const closing = this.fhPromise ? this.fhPromise.then((fh) => fh.close()).catch(() => undefined) : Promise.resolve();
+          void closing
+            .then(() => unlinkFn(this.path))
+            .catch(() => undefined)
+            .then(resolve);
+        };
+      });
+      if (this.pins === 0) this.finishDelete();
+    }
+    return this.deleted;
+  }
+
+  private finishDelete(): void {
+    const fn = this.onDeleted;
+    this.onDeleted = undefined;
+    fn?.();
+  }
+
+  async close(): Promise<void> {
+    if (this.retired || !this.fhPromise) return;
+    const p = this.fhPromise;
+    this.fhPromise = undefined;
+    await p.then((fh) => fh.close()).catch(() => undefined);
+  }
+}
+
+/** fsync a directory so created / renamed / deleted names survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
