@@ -83,6 +83,8 @@ export interface DriverContext {
   nextReadId: number;
   /** Highest version sent to the current head on its current link. */
   sentToHeadVersion: number;
+  /** The head refused frames (e.g. it has not yet heard of our epoch): push again next tick. */
+  headNeedsResend: boolean;
 }
 
 export type DriverEvent =
@@ -95,6 +97,8 @@ export type DriverEvent =
   | { type: 'ack'; id: MemberId; epoch: number; appliedVersion: number; durableVersion: number }
   | { type: 'read.reply'; from: MemberId; frame: ReadReplyFrame }
   | { type: 'peer.error'; from: MemberId; frame: ErrorFrame }
+  /** Raised after a new configuration was adopted. */
+  | { type: 'chain.changed' }
   | { type: 'stop' };
 
 export type DriverEmitted =
@@ -244,6 +248,16 @@ export const driverMachine = setup({
         newHead === oldHead ? context.sentToHeadVersion : newHead ? replicas[newHead].appliedVersion : 0;
       enqueue.assign({ epoch: event.config.epoch, chain: event.config.chain, volume: event.config.volume, replicas, sentToHeadVersion });
       enqueue.emit({ type: 'epochChanged', epoch: event.config.epoch, chain: event.config.chain });
+      enqueue.raise({ type: 'chain.changed' });
+    }),
+    afterReconfig: enqueueActions(({ context, enqueue }) => {
+      // Uncommitted writes go to the (possibly new) head; waiting flushes to every member; reads
+      // aimed at a member that left go elsewhere.
+      pushToHead(context, enqueue);
+      if (context.flushes.length > 0) broadcastFlush(context, context.flushes[context.flushes.length - 1].v, enqueue);
+      for (const read of [...context.reads.values()]) {
+        if (!context.chain.some((m) => m.id === read.target)) retryRead(context, read, `${read.target} left the chain`, enqueue);
+      }
     }),
     linkUp: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'link.up') return;
@@ -335,14 +349,20 @@ export const driverMachine = setup({
       if (event.frame.code === ErrorCodes.epochStale && (event.frame.epoch ?? 0) > context.epoch) {
         enqueue.emit({ type: 'staleEpoch', epoch: event.frame.epoch!, from: event.from });
       }
-      // A head that lost frames (gap) gets everything again from what it holds.
-      if (event.frame.code === ErrorCodes.versionGap && event.from === headOf(context)) {
+      // The head dropped frames (a gap, or an epoch it has not heard of yet): send again from
+      // what it holds. A gap is answered now; a refusal next tick, once its config may have arrived.
+      if (event.from === headOf(context) && event.frame.code !== ErrorCodes.badFrame) {
         context.sentToHeadVersion = context.replicas[event.from]?.appliedVersion ?? 0;
-        pushToHead(context, enqueue);
+        if (event.frame.code === ErrorCodes.versionGap) pushToHead(context, enqueue);
+        else context.headNeedsResend = true;
       }
     }),
     expire: enqueueActions(({ context, enqueue }) => {
       context.tick++;
+      if (context.headNeedsResend) {
+        context.headNeedsResend = false;
+        pushToHead(context, enqueue);
+      }
       if (linksUp(context) >= quorumSize(context.chain.length)) context.quorumLostSinceTick = null;
       else context.quorumLostSinceTick ??= context.tick;
       const quorumGone = context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks;
@@ -400,6 +420,7 @@ export const driverMachine = setup({
     reads: new Map(),
     nextReadId: 0,
     sentToHeadVersion: 0,
+    headNeedsResend: false,
   }),
   initial: 'detached',
   on: {
@@ -442,6 +463,7 @@ export const driverMachine = setup({
         ack: { actions: 'noteAck' },
         'read.reply': { actions: 'noteReadReply' },
         'peer.error': { actions: 'notePeerError' },
+        'chain.changed': { actions: 'afterReconfig' },
       },
     },
     stopped: {

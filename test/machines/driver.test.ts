@@ -151,4 +151,31 @@ describe('driver machine', () => {
     actor.send({ type: 'io.write', reqId: 2, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
     expect(emitted).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ v: 8 })] })]);
   });
+
+  it('on a new epoch without the head, resends uncommitted writes to the new head from what it holds', () => {
+    const { actor, take } = start();
+    for (let i = 0; i < 3; i++) actor.send({ type: 'io.write', reqId: i, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send(ack('r1', 3));
+    actor.send(ack('r2', 1));
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 0, ok: true }]);
+    actor.send({ type: 'link.down', id: 'r1' });
+    actor.send({ type: 'config', config: config(2, chain.slice(1)) });
+    const sent = take().filter((e) => e.type === 'send');
+    expect(sent[0]).toMatchObject({ to: 'r2', frames: [expect.objectContaining({ v: 2, epoch: 2 }), expect.objectContaining({ v: 3, epoch: 2 })] });
+    // Two replicas left: a majority is both of them.
+    actor.send({ type: 'ack', id: 'r2', epoch: 2, appliedVersion: 3, durableVersion: 0 });
+    expect(take()).toEqual([]);
+    actor.send({ type: 'ack', id: 'r3', epoch: 2, appliedVersion: 3, durableVersion: 0 });
+    expect(take()).toEqual([1, 2].map((reqId) => ({ type: 'reply', reqId, ok: true })));
+  });
+
+  it('a head that refuses a newer epoch gets the writes again on the next tick', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    take();
+    actor.send({ type: 'peer.error', from: 'r1', frame: { t: 'error', code: 'ERR_NOT_SERVING', message: 'config not yet received', epoch: 1 } });
+    expect(take()).toEqual([]);
+    ticks(1);
+    expect(take()).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ v: 1 })] })]);
+  });
 });
