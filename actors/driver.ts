@@ -1,0 +1,196 @@
+/**
+ * The driver process: the driver machine wired to a link per replica and to the NBD server
+ * the kernel (or qemu, fio, nbdfuse) talks to.
+ */
+import type { Logger } from 'pino';
+import { createActor, waitFor, type Actor } from 'xstate';
+import { driverMachine, type DriverEmitted, type DriverMachine } from '../machines/driver.js';
+import type { AckFrame, ChainMember, ConfigFrame, Frame, MemberId } from '../protocol/frames.js';
+import { DialingLink } from '../protocol/dialer.js';
+import { LamportClock } from '../protocol/clock.js';
+import { NbdServer } from '../nbd/server.js';
+import { ControllerLink, PeerSightings } from './controller-link.js';
+import { ReplicatedVolume } from './replicated-volume.js';
+
+export interface DriverOptions {
+  id: MemberId;
+  clusterId: string;
+  /** Static chain, head first, when there is no controller. */
+  chain: ChainMember[];
+  /** ws:// address of the controller; with one, the chain comes from its configurations. */
+  controllerUrl?: string;
+  volume: { name: string; sizeBytes: number };
+  nbdHost: string;
+  nbdPort: number;
+  /** Heartbeat period T; the driver's clock ticks at T. */
+  tickMs: number;
+  log: Logger;
+}
+
+export class DriverProcess {
+  readonly actor: Actor<DriverMachine>;
+  readonly volume: ReplicatedVolume;
+  private readonly links = new Map<MemberId, DialingLink>();
+  private readonly clock = new LamportClock();
+  private nbd: NbdServer | null = null;
+  private closed = false;
+  /** Without a controller the driver hands replicas their (static) configuration. */
+  private readonly staticConfig: ConfigFrame | null;
+  private controller: ControllerLink | null = null;
+  private readonly sightings = new PeerSightings();
+
+  private constructor(private readonly options: DriverOptions) {
+    const { tickMs } = options;
+    this.actor = createActor(driverMachine, {
+      input: {
+        id: options.id,
+        tickMs,
+        // A write waits out a failover (4T) plus a resync before it gives up.
+        writeTimeoutTicks: Math.ceil(30_000 / tickMs),
+        readTimeoutTicks: Math.ceil(5_000 / tickMs),
+        quorumGraceTicks: Math.ceil((4 * tickMs + 1000) / tickMs),
+      },
+    });
+    this.volume = new ReplicatedVolume(this.actor, options.volume.sizeBytes);
+    this.actor.on('send', (e) => this.send(e));
+    this.actor.on('staleEpoch', (e) => this.log.warn({ epoch: e.epoch, from: e.from }, 'a replica holds a newer epoch than this driver'));
+    this.actor.on('epochChanged', (e) => this.linkChain(e.chain));
+    this.staticConfig = options.controllerUrl
+      ? null
+      : { t: 'config', epoch: 1, chain: options.chain, driverId: options.id, volume: options.volume };
+  }
+
+  static async start(options: DriverOptions): Promise<{ driver: DriverProcess; nbdPort: number }> {
+    const driver = new DriverProcess(options);
+    driver.actor.start();
+    if (driver.staticConfig) driver.actor.send({ type: 'config', config: driver.staticConfig });
+    else driver.linkController(options.controllerUrl!);
+    options.log.info('waiting for a configuration and a majority of its replicas');
+    await waitFor(driver.actor, (s) => s.matches('attached'), { timeout: Infinity });
+    const nbd = new NbdServer({
+      catalog: {
+        list: () => [{ name: options.volume.name, description: `FreEBS volume ${options.volume.name}` }],
+        get: (name) => (name === '' || name === options.volume.name ? driver.volume : undefined),
+      },
+      logger: options.log.child({ component: 'nbd' }),
+      host: options.nbdHost,
+      port: options.nbdPort,
+    });
+    const { port } = await nbd.listen();
+    driver.nbd = nbd;
+    options.log.info({ port, version: driver.actor.getSnapshot().context.lastVersion }, 'driver attached; NBD export ready');
+    return { driver, nbdPort: port };
+  }
+
+  get status() {
+    const c = this.actor.getSnapshot().context;
+    return {
+      id: this.options.id,
+      state: String(this.actor.getSnapshot().value),
+      epoch: c.epoch,
+      lastVersion: c.lastVersion,
+      committedVersion: c.committedVersion,
+      durableCommittedVersion: c.durableCommittedVersion,
+      replicas: c.replicas,
+      inFlight: this.volume.inFlight,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Stop taking requests, answer what is pending, then drop the links.
+    await this.nbd?.close();
+    await this.volume.flush().catch((err: unknown) => this.log.warn({ err }, 'final flush failed'));
+    this.actor.send({ type: 'stop' });
+    await this.controller?.close();
+    await Promise.all([...this.links.values()].map((link) => link.close()));
+  }
+
+  private get log(): Logger {
+    return this.options.log;
+  }
+
+  private linkController(url: string): void {
+    this.controller = new ControllerLink({
+      url,
+      id: this.options.id,
+      role: 'driver',
+      clusterId: this.options.clusterId,
+      heartbeatMs: this.options.tickMs,
+      clock: this.clock,
+      log: this.log,
+      sightings: this.sightings,
+      state: () => {
+        const s = this.actor.getSnapshot();
+        return { epoch: s.context.epoch, state: String(s.value), appliedVersion: s.context.committedVersion, durableVersion: s.context.durableCommittedVersion };
+      },
+      onConfig: (config) => this.actor.send({ type: 'config', config }),
+    });
+  }
+
+  /** Keep one link per chain member: dial newcomers, drop those that left. */
+  private linkChain(chain: ChainMember[]): void {
+    for (const [id, link] of this.links) {
+      const member = chain.find((m) => m.id === id);
+      if (!member || member.url !== link.url) {
+        this.links.delete(id);
+        this.sightings.forget(id);
+        void link.close();
+      }
+    }
+    for (const member of chain) if (!this.links.has(member.id)) this.dial(member);
+  }
+
+  private dial(member: ChainMember): void {
+    const link = new DialingLink({
+      url: member.url,
+      hello: () => ({ t: 'hello', role: 'driver', id: this.options.id, epoch: this.actor.getSnapshot().context.epoch, clusterId: this.options.clusterId }),
+      clock: this.clock,
+      logger: this.log.child({ replica: member.id }),
+    });
+    this.links.set(member.id, link);
+    link.on('up', (welcome) => {
+      if (this.links.get(member.id) !== link) return;
+      if (this.staticConfig) link.send(this.staticConfig);
+      this.actor.send({ type: 'link.up', id: member.id, appliedVersion: welcome.appliedVersion });
+    });
+    link.on('down', () => {
+      if (this.links.get(member.id) === link) this.actor.send({ type: 'link.down', id: member.id });
+    });
+    link.on('batch', (batch) => {
+      this.sightings.heard(member.id);
+      this.receive(member.id, batch.frames);
+    });
+  }
+
+  private receive(from: MemberId, frames: Frame[]): void {
+    // Acks are cumulative: only the newest in a batch matters.
+    let ack: AckFrame | null = null;
+    for (const frame of frames) {
+      switch (frame.t) {
+        case 'ack':
+          ack = frame;
+          break;
+        case 'read-reply':
+          this.actor.send({ type: 'read.reply', from, frame });
+          break;
+        case 'error':
+          this.log.warn({ replica: from, code: frame.code, message: frame.message }, 'replica refused');
+          this.actor.send({ type: 'peer.error', from, frame });
+          break;
+        default:
+          break;
+      }
+    }
+    // The link says who sent it; a frame's own id field is not trusted.
+    if (ack) this.actor.send({ type: 'ack', id: from, epoch: ack.epoch, appliedVersion: ack.appliedVersion, durableVersion: ack.durableVersion });
+  }
+
+  private send(e: Extract<DriverEmitted, { type: 'send' }>): void {
+    const link = this.links.get(e.to);
+    // A frame that cannot go now is not lost: the machine resends uncommitted writes on link.up.
+    if (!link?.isUp) return;
+    for (const frame of e.frames) link.send(frame);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * The LSVD as a replica's store: write frames in and out, records on disk.
+ */
+import type { Logger } from 'pino';
+import type { WriteFrame } from '../protocol/frames.js';
+import { Lsvd } from '../storage/lsvd.js';
+import type { ImageSink, ReplicaStore } from './replica-store.js';
+
+export class LsvdStore implements ReplicaStore {
+  constructor(readonly lsvd: Lsvd) {}
+
+  get sizeBytes(): number {
+    return this.lsvd.sizeBytes;
+  }
+
+  get version(): number {
+    return this.lsvd.version;
+  }
+
+  get durableVersion(): number {
+    return this.lsvd.durableVersion;
+  }
+
+  append(frame: WriteFrame): void {
+    this.lsvd.append({
+      version: frame.v,
+      kind: frame.kind,
+      offsetBytes: frame.offsetBytes,
+      lengthBytes: frame.lengthBytes,
+      ...(frame.data ? { data: frame.data } : {}),
+    });
+  }
+
+  flush(): Promise<number> {
+    return this.lsvd.flush();
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.lsvd.read(offsetBytes, lengthBytes);
+  }
+
+  hasRecordsSince(version: number): Promise<boolean> {
+    return Promise.resolve(this.lsvd.hasRecordsSince(version));
+  }
+
+  async *recordsSince(version: number): AsyncIterable<WriteFrame> {
+    for await (const r of this.lsvd.recordsSince(version)) {
+      yield {
+        t: 'write',
+        epoch: 0,
+        v: r.version,
+        kind: r.kind,
+        offsetBytes: r.offsetBytes,
+        lengthBytes: r.lengthBytes,
+        ...(r.data ? { data: r.data } : {}),
+      };
+    }
+  }
+
+  imageAt(): Promise<{ version: number; chunks(chunkBytes: number): AsyncIterable<{ offsetBytes: number; data: Uint8Array }> }> {
+    const image = this.lsvd.imageAt();
+    return Promise.resolve({ version: image.version, chunks: (chunkBytes: number) => image.extents(chunkBytes) });
+  }
+
+  beginImage(version: number): Promise<ImageSink> {
+    return Promise.resolve(this.lsvd.beginImage(version));
+  }
+
+  contentHash(): Promise<string> {
+    return this.lsvd.contentHash();
+  }
+
+  close(): Promise<void> {
+    return this.lsvd.close();
+  }
+}
+
+/** Open the volume in `dir`, creating it when sizeBytes is given and nothing is there. */
+export async function openLsvdStore(dir: string, sizeBytes: number | undefined, logger: Logger): Promise<LsvdStore> {
+  // Recovery logs what it cut or repaired through the logger.
+  return new LsvdStore(await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger }));
+}

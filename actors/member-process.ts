@@ -1,0 +1,75 @@
+/**
+ * A cluster member as a child process running a `freebs` subcommand: how `freebs up`, the
+ * controller's local replica spawner and the tests start members, the same way an operator would.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const cliPath = fileURLToPath(new URL('../cli/freebs.ts', import.meta.url));
+
+export interface MemberProcess {
+  id: string;
+  child: ChildProcess;
+  logPath: string;
+}
+
+/** Start `freebs ARGS…` as a child; its output (JSON log lines) is appended to logDir/ID.log. */
+export function spawnMember(id: string, args: string[], logDir: string): MemberProcess {
+  mkdirSync(logDir, { recursive: true });
+  const logPath = path.join(logDir, `${id}.log`);
+  const log = createWriteStream(logPath, { flags: 'a' });
+  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  return { id, child, logPath };
+}
+
+/** Resolves with the first stdout line matching `ready`; rejects if the child exits first or times out. */
+export function waitForLine(member: MemberProcess, ready: RegExp, timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const cleanup = () => {
+      clearTimeout(timer);
+      member.child.stdout!.off('data', onData);
+      member.child.off('exit', onExit);
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`${member.id} was not ready within ${timeoutMs} ms; see ${member.logPath}`));
+    }, timeoutMs);
+    const onData = (chunk: Buffer) => {
+      seen += chunk.toString();
+      const line = seen.split('\n').find((l) => ready.test(l));
+      if (line !== undefined) {
+        cleanup();
+        resolve(line);
+      }
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      cleanup();
+      reject(new Error(`${member.id} exited (${signal ?? code}) before it was ready; see ${member.logPath}`));
+    };
+    member.child.stdout!.on('data', onData);
+    member.child.once('exit', onExit);
+  });
+}
+
+export function hasExited(member: MemberProcess): boolean {
+  return member.child.exitCode !== null || member.child.signalCode !== null;
+}
+
+/** SIGTERM (after SIGCONT, in case it was stopped), then SIGKILL if it lingers. */
+export function stopMember(member: MemberProcess, timeoutMs = 15_000): Promise<void> {
+  return new Promise((resolve) => {
+    if (hasExited(member)) return resolve();
+    const timer = setTimeout(() => member.child.kill('SIGKILL'), timeoutMs);
+    member.child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    member.child.kill('SIGCONT');
+    member.child.kill('SIGTERM');
+  });
+}

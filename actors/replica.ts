@@ -1,0 +1,431 @@
+/**
+ * The replica process (the paper's sdaemon): the replica machine wired to its LSVD and its
+ * links. The machine decides; this file does, in the order safety needs: append to the store,
+ * then ack the driver and forward to the successor.
+ */
+import type { Logger } from 'pino';
+import { createActor, type Actor } from 'xstate';
+import { replicaMachine, type ReplicaEmitted, type ReplicaMachine } from '../machines/replica.js';
+import type { ErrorFrame, Frame, HelloFrame, MemberId, SyncStartFrame, WriteFrame } from '../protocol/frames.js';
+import { DialingLink } from '../protocol/dialer.js';
+import type { Link } from '../protocol/link.js';
+import { LinkServer } from '../protocol/server.js';
+import { LamportClock } from '../protocol/clock.js';
+import { ControllerLink, PeerSightings } from './controller-link.js';
+import { Forwarder, type FrameSink } from './forwarder.js';
+import { RecentWrites } from './recent-writes.js';
+import type { ImageSink, ReplicaStore } from './replica-store.js';
+
+/** How soon a replica asks its predecessor again after being refused (it lacked the configuration). */
+const SYNC_RETRY_MS = 200;
+
+export interface ReplicaOptions {
+  id: MemberId;
+  store: ReplicaStore;
+  host: string;
+  port: number;
+  clusterId: string;
+  /** ws:// address of the controller; without one, the driver hands out the (static) configuration. */
+  controllerUrl?: string;
+  heartbeatMs?: number;
+  log: Logger;
+}
+
+/** An image arriving from the predecessor, and the frames that came after it, held until it is in place. */
+interface IncomingImage {
+  start: SyncStartFrame;
+  /** Chunks are written in arrival order on this chain. */
+  written: Promise<ImageSink | null>;
+  chunks: number;
+  after: Frame[];
+}
+
+export class ReplicaProcess {
+  readonly actor: Actor<ReplicaMachine>;
+  private readonly server: LinkServer;
+  /** Inbound links by the peer's member id (driver, successor, controller). */
+  private readonly peers = new Map<MemberId, Link>();
+  private upstream: DialingLink | null = null;
+  private syncRetry: ReturnType<typeof setTimeout> | null = null;
+  private upstreamUrl: string | null = null;
+  private forwarder: Forwarder | null = null;
+  private readonly recent = new RecentWrites();
+  /** One Lamport clock for every link of this process, so its trace keeps causal order. */
+  private readonly clock = new LamportClock();
+  private image: IncomingImage | null = null;
+  private closed = false;
+  private readonly sightings = new PeerSightings();
+  private controller: ControllerLink | null = null;
+
+  private constructor(private readonly options: ReplicaOptions) {
+    const { store, id } = options;
+    this.actor = createActor(replicaMachine, {
+      input: { id, appliedVersion: store.version, durableVersion: store.durableVersion },
+    });
+    this.actor.on('*', (e) => this.carryOut(e as ReplicaEmitted));
+    this.server = new LinkServer({
+      localId: id,
+      host: options.host,
+      port: options.port,
+      clusterId: options.clusterId,
+      clock: this.clock,
+      logger: options.log,
+      onLink: (link, hello) => this.accept(link, hello),
+      httpHandler: (req, res) => {
+        if (req.method === 'GET' && req.url === '/status') {
+          res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+          res.end(JSON.stringify(this.status));
+        } else {
+          res.writeHead(404, { 'content-type': 'text/plain' });
+          res.end('not found: try /status\n');
+        }
+      },
+    });
+  }
+
+  static async start(options: ReplicaOptions): Promise<{ replica: ReplicaProcess; port: number }> {
+    const replica = new ReplicaProcess(options);
+    replica.actor.start();
+    const { port } = await replica.server.listen();
+    if (options.controllerUrl) replica.linkController(options.controllerUrl, options.heartbeatMs ?? 500);
+    options.log.info({ port, version: options.store.version }, 'replica listening');
+    return { replica, port };
+  }
+
+  get status() {
+    const s = this.actor.getSnapshot();
+    return {
+      id: this.options.id,
+      state: String(s.value),
+      epoch: s.context.epoch,
+      appliedVersion: s.context.appliedVersion,
+      durableVersion: s.context.durableVersion,
+      sync: s.context.sync,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.actor.send({ type: 'stop' });
+    await this.controller?.close();
+    this.forwarder?.stop();
+    if (this.syncRetry) clearTimeout(this.syncRetry);
+    this.upstream?.close();
+    await this.server.close();
+    await this.options.store.flush().catch(() => undefined);
+    await this.options.store.close();
+  }
+
+  private get log(): Logger {
+    return this.options.log;
+  }
+
+  private linkController(url: string, heartbeatMs: number): void {
+    this.controller = new ControllerLink({
+      url,
+      id: this.options.id,
+      role: 'replica',
+      clusterId: this.options.clusterId,
+      heartbeatMs,
+      clock: this.clock,
+      log: this.log,
+      sightings: this.sightings,
+      state: () => {
+        const s = this.actor.getSnapshot();
+        return { epoch: s.context.epoch, state: String(s.value), appliedVersion: s.context.appliedVersion, durableVersion: s.context.durableVersion };
+      },
+      onConfig: (config) => this.actor.send({ type: 'config', config }),
+    });
+  }
+
+  private accept(link: Link, hello: HelloFrame): void {
+    const snapshot = this.actor.getSnapshot().context;
+    link.send({ t: 'welcome', role: 'replica', id: this.options.id, epoch: snapshot.epoch, appliedVersion: this.options.store.version });
+    const previous = this.peers.get(hello.id);
+    if (previous && previous !== link) previous.close();
+    this.peers.set(hello.id, link);
+    this.log.info({ peer: hello.id, role: hello.role }, 'peer linked');
+    link.on('batch', (batch) => {
+      this.sightings.heard(hello.id);
+      this.receiveFromPeer(hello, batch.frames);
+    });
+    link.on('close', () => {
+      if (this.peers.get(hello.id) === link) this.peers.delete(hello.id);
+      this.actor.send({ type: 'successor.down', id: hello.id });
+    });
+  }
+
+  /** Frames from a peer that dialed us: driver, successor or controller. */
+  private receiveFromPeer(hello: HelloFrame, frames: Frame[]): void {
+    let writes: WriteFrame[] | null = null;
+    for (const frame of frames) {
+      if (frame.t === 'write') {
+        (writes ??= []).push(frame);
+        continue;
+      }
+      if (writes) {
+        this.actor.send({ type: 'writes', from: hello.id, frames: writes });
+        writes = null;
+      }
+      switch (frame.t) {
+        case 'flush':
+          this.actor.send({ type: 'flush', from: hello.id, frame });
+          break;
+        case 'read':
+          this.actor.send({ type: 'read', from: hello.id, frame });
+          break;
+        case 'sync':
+          this.actor.send({ type: 'sync.request', from: hello.id, frame });
+          break;
+        case 'config':
+          // Without a controller the driver carries the static configuration; with one, only it configures.
+          if (!this.options.controllerUrl && hello.role === 'driver') this.actor.send({ type: 'config', config: frame });
+          break;
+        case 'error':
+          this.log.warn({ peer: hello.id, code: frame.code, message: frame.message }, 'peer reported an error');
+          break;
+        default:
+          this.refuse(hello.id, { t: 'error', code: 'ERR_BAD_FRAME', message: `a replica does not take ${frame.t} frames from a ${hello.role}` });
+      }
+    }
+    if (writes) this.actor.send({ type: 'writes', from: hello.id, frames: writes });
+  }
+
+  /** Frames from our predecessor, on the link we dialed for SYNC. */
+  private receiveFromUpstream(predecessorId: MemberId, frames: Frame[]): void {
+    let writes: WriteFrame[] | null = null;
+    const flushWrites = () => {
+      if (writes) this.actor.send({ type: 'writes', from: predecessorId, frames: writes });
+      writes = null;
+    };
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i];
+      if (this.image) {
+        // Everything after an image waits until the image is in place.
+        const image = this.image;
+        if (frame.t === 'image-chunk') {
+          image.written = image.written.then(async (sink) => {
+            await sink?.write(frame.offsetBytes, frame.data);
+            image.chunks++;
+            return sink;
+          });
+        } else if (frame.t === 'image-end') void this.installImage(predecessorId, image);
+        else image.after.push(frame);
+        continue;
+      }
+      if (frame.t === 'write') {
+        (writes ??= []).push(frame);
+        continue;
+      }
+      flushWrites();
+      switch (frame.t) {
+        case 'sync-start':
+          this.log.info({ mode: frame.mode, fromVersion: frame.fromVersion, targetVersion: frame.targetVersion }, 'sync: predecessor answered');
+          if (frame.mode === 'image') {
+            const written = this.options.store.beginImage(frame.imageVersion).catch((err: unknown) => {
+              this.log.error({ err }, 'sync: could not start receiving an image');
+              return null;
+            });
+            this.image = { start: frame, written, chunks: 0, after: [] };
+          } else this.actor.send({ type: 'sync.start', frame });
+          break;
+        case 'error':
+          this.log.warn({ peer: predecessorId, code: frame.code, message: frame.message }, 'predecessor refused; asking again shortly');
+          // Typically it has not heard of the new configuration yet: it will, so ask again.
+          this.retrySyncSoon();
+          break;
+        default:
+          break;
+      }
+    }
+    flushWrites();
+  }
+
+  /**
+   * Swap the received image in atomically; only then does the machine learn its new version,
+   * so a link lost mid-image resyncs from the old one.
+   */
+  private async installImage(predecessorId: MemberId, image: IncomingImage): Promise<void> {
+    const { imageVersion } = image.start;
+    try {
+      const sink = await image.written;
+      if (!sink) throw new Error('no image area');
+      if (this.image !== image) {
+        await sink.abort();
+        return;
+      }
+      await sink.commit();
+    } catch (err) {
+      this.log.error({ err }, 'sync: installing the image failed');
+      if (this.image === image) this.image = null;
+      this.actor.send({ type: 'upstream.down', reason: 'image install failed' });
+      return;
+    }
+    this.image = null;
+    this.recent.clear();
+    this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image installed');
+    this.actor.send({ type: 'sync.start', frame: image.start });
+    this.actor.send({ type: 'store.applied', appliedVersion: this.options.store.version });
+    this.receiveFromUpstream(predecessorId, image.after);
+  }
+
+  /** The machine's intentions, carried out. */
+  private carryOut(e: ReplicaEmitted): void {
+    const { store } = this.options;
+    switch (e.type) {
+      case 'append': {
+        try {
+          for (const frame of e.frames) {
+            store.append(frame);
+            this.recent.push(frame);
+          }
+        } catch (err) {
+          const { code, message } = describe(err);
+          this.log.error({ code, message }, 'store refused an append; replica stops taking writes');
+          this.actor.send({ type: 'store.failed', code, message });
+        }
+        this.actor.send({ type: 'store.applied', appliedVersion: store.version });
+        this.forwarder?.notify();
+        break;
+      }
+      case 'storeFlush':
+        store.flush().then(
+          (durableVersion) => this.actor.send({ type: 'store.durable', durableVersion }),
+          (err: unknown) => {
+            const { code, message } = describe(err);
+            this.log.error({ code, message }, 'flush failed; replica stops taking writes');
+            this.actor.send({ type: 'store.failed', code, message });
+          },
+        );
+        break;
+      case 'ack':
+        this.peers.get(e.to)?.send({
+          t: 'ack',
+          epoch: this.actor.getSnapshot().context.epoch,
+          id: this.options.id,
+          appliedVersion: e.appliedVersion,
+          durableVersion: e.durableVersion,
+        });
+        break;
+      case 'serveRead': {
+        const { frame, to } = e;
+        store.read(frame.offsetBytes, frame.lengthBytes).then(
+          (data) => this.peers.get(to)?.send({ t: 'read-reply', r: frame.r, ok: true, appliedVersion: store.version, data }),
+          (err: unknown) => {
+            const { code, message } = describe(err);
+            this.peers.get(to)?.send({ t: 'read-reply', r: frame.r, ok: false, appliedVersion: store.version, code, message });
+          },
+        );
+        break;
+      }
+      case 'refuse':
+        if (e.readId !== undefined) {
+          this.peers.get(e.to)?.send({ t: 'read-reply', r: e.readId, ok: false, appliedVersion: store.version, code: e.frame.code, message: e.frame.message });
+        } else {
+          this.refuse(e.to, e.frame);
+        }
+        break;
+      case 'forwardFrom':
+        this.startForwarding(e.to, e.fromVersion);
+        break;
+      case 'forwardStop':
+        this.forwarder?.stop();
+        this.forwarder = null;
+        break;
+      case 'syncFrom':
+        this.syncFrom(e.predecessor.id, e.predecessor.url);
+        break;
+      case 'syncStop':
+        this.upstream?.close();
+        this.upstream = null;
+        this.upstreamUrl = null;
+        break;
+      case 'epochChanged':
+        this.log.info({ epoch: e.epoch, chain: e.chain.map((m) => m.id) }, 'new configuration');
+        break;
+    }
+  }
+
+  private refuse(to: MemberId, frame: ErrorFrame): void {
+    this.log.warn({ peer: to, code: frame.code, message: frame.message }, 'refused a frame');
+    this.peers.get(to)?.send(frame);
+  }
+
+  private startForwarding(to: MemberId, fromVersion: number): void {
+    const link = this.peers.get(to);
+    if (!link) return;
+    this.forwarder?.stop();
+    const sink: FrameSink = {
+      send: (frame) => link.send(frame),
+      drained: () => drained(link),
+      get open() {
+        return link.isOpen;
+      },
+    };
+    this.forwarder = new Forwarder(this.options.store, this.recent, sink, fromVersion, () => this.actor.getSnapshot().context.epoch, this.log.child({ successor: to }));
+    this.forwarder.start().catch((err: unknown) => this.log.error({ err }, 'could not start forwarding'));
+  }
+
+  private syncFrom(predecessorId: MemberId, url: string): void {
+    if (this.upstream && this.upstreamUrl === url) {
+      // Same predecessor: the dialer is already (re)connecting; it asks again on 'up'.
+      if (this.upstream.isUp) this.requestSync();
+      return;
+    }
+    this.upstream?.close();
+    this.upstreamUrl = url;
+    const ctx = this.actor.getSnapshot().context;
+    const hello: HelloFrame = { t: 'hello', role: 'replica', id: this.options.id, epoch: ctx.epoch, clusterId: this.options.clusterId };
+    const upstream = new DialingLink({
+      url,
+      hello: () => ({ ...hello, epoch: this.actor.getSnapshot().context.epoch }),
+      clock: this.clock,
+      logger: this.log.child({ predecessor: predecessorId }),
+    });
+    this.upstream = upstream;
+    upstream.on('up', () => this.requestSync());
+    upstream.on('batch', (batch) => {
+      this.sightings.heard(predecessorId);
+      this.receiveFromUpstream(predecessorId, batch.frames);
+    });
+    upstream.on('down', ({ reason }) => {
+      if (this.upstream !== upstream) return;
+      const image = this.image;
+      this.image = null;
+      void image?.written.then((sink) => sink?.abort());
+      this.actor.send({ type: 'upstream.down', reason });
+    });
+  }
+
+  private retrySyncSoon(): void {
+    if (this.syncRetry || this.closed) return;
+    this.syncRetry = setTimeout(() => {
+      this.syncRetry = null;
+      if (!this.closed && this.upstream?.isUp && this.actor.getSnapshot().matches('syncing')) this.requestSync();
+    }, SYNC_RETRY_MS);
+  }
+
+  private requestSync(): void {
+    const ctx = this.actor.getSnapshot().context;
+    this.upstream?.send({ t: 'sync', epoch: ctx.epoch, id: this.options.id, fromVersion: ctx.acceptedVersion });
+  }
+}
+
+/** Resolves when the link can take more frames, or is gone. */
+function drained(link: Link): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      link.off('drain', done);
+      link.off('close', done);
+      resolve();
+    };
+    link.on('drain', done);
+    link.on('close', done);
+  });
+}
+
+function describe(err: unknown): { code: string; message: string } {
+  const e = err as { code?: unknown; message?: unknown };
+  return { code: typeof e?.code === 'string' ? e.code : 'EIO', message: typeof e?.message === 'string' ? e.message : String(err) };
+}
