@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { fioJobs } from '../helpers/fio.js';
 import { startNbdServer, type TestNbdServer } from '../helpers/nbd-server.js';
 import { ProcessTracker } from '../helpers/processes.js';
 import { itWith, requirements } from '../helpers/tools.js';
@@ -109,7 +110,7 @@ describe('fio', () => {
         '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'],
       { timeoutMs: 90_000 },
     );
-    const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<{ error: number; write: { io_bytes: number }; read: { io_bytes: number } }> }).jobs[0];
+    const job = fioJobs(stdout)[0];
     expect(job.error).toBe(0);
     expect(job.write.io_bytes).toBe(32 * MiB);
     expect(job.read.io_bytes).toBe(32 * MiB); // the verify pass read everything back
@@ -122,7 +123,7 @@ describe('fio', () => {
         '--offset=32M', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'],
       { timeoutMs: 90_000 },
     );
-    const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<{ error: number }> }).jobs[0];
+    const job = fioJobs(stdout)[0];
     expect(job.error).toBe(0);
   });
 });

@@ -1,0 +1,149 @@
+/**
+ * One cluster member per process. Each prints one line on stdout when it is ready
+ * (`freebs up` and the tests wait for it) and stops cleanly on SIGINT/SIGTERM.
+ */
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ControllerProcess } from '../actors/controller.js';
+import { DriverProcess } from '../actors/driver.js';
+import { LocalSpawner } from '../actors/local-spawner.js';
+import { LocalVolume } from '../actors/local-volume.js';
+import { createLogger } from '../actors/logger.js';
+import { openLsvdStore } from '../actors/lsvd-store.js';
+import { ReplicaProcess } from '../actors/replica.js';
+import type { ChainMember } from '../protocol/frames.js';
+import { NbdServer } from '../nbd/server.js';
+
+/** Stop on the first SIGINT/SIGTERM; a second one forces the exit. */
+function onSignals(close: () => Promise<void>): void {
+  let closing = false;
+  const handler = (signal: string) => {
+    if (closing) process.exit(1);
+    closing = true;
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(`error while stopping on ${signal}: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+function fail(message: string): never {
+  console.error(`freebs: ${message}`);
+  process.exit(2);
+}
+
+export async function runReplica(options: { id: string; dir: string; size?: number; host: string; port: number; cluster: string; controller?: string; heartbeatMs: number }): Promise<void> {
+  const log = createLogger(options.id);
+  const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
+  const { replica, port } = await ReplicaProcess.start({
+    id: options.id,
+    store,
+    host: options.host,
+    port: options.port,
+    clusterId: options.cluster,
+    ...(options.controller ? { controllerUrl: options.controller } : {}),
+    heartbeatMs: options.heartbeatMs,
+    log,
+  });
+  // So `freebs up` can stop every replica of its data directory, replacements included, by PID.
+  writeFileSync(path.join(options.dir, 'replica.pid'), `${process.pid}\n`);
+  onSignals(async () => {
+    await replica.close();
+    rmSync(path.join(options.dir, 'replica.pid'), { force: true });
+  });
+  console.log(`replica ${options.id} listening on ws://${options.host}:${port} at version ${store.version}`);
+}
+
+/** `id=ws://host:port,…` → chain members, head first. */
+export function parseChain(text: string): ChainMember[] {
+  const chain = text.split(',').map((part) => {
+    const m = /^([\w.-]+)=(wss?:\/\/\S+)$/.exec(part.trim());
+    if (!m) fail(`bad --chain entry "${part}": expected id=ws://host:port`);
+    return { id: m[1], url: m[2] };
+  });
+  const ids = new Set(chain.map((m) => m.id));
+  if (ids.size !== chain.length) fail(`--chain names a replica twice: ${text}`);
+  return chain;
+}
+
+export async function runDriver(options: { id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; heartbeatMs: number; cluster: string }): Promise<void> {
+  const log = createLogger(options.id);
+  if (!options.chain === !options.controller) fail('give the driver either --chain (a static chain) or --controller (which configures it)');
+  const chain = options.chain ? parseChain(options.chain) : [];
+  const { driver, nbdPort } = await DriverProcess.start({
+    id: options.id,
+    clusterId: options.cluster,
+    chain,
+    ...(options.controller ? { controllerUrl: options.controller } : {}),
+    volume: { name: options.name, sizeBytes: options.size },
+    nbdHost: options.host,
+    nbdPort: options.nbdPort,
+    tickMs: options.heartbeatMs,
+    log,
+  });
+  onSignals(() => driver.close());
+  const ctx = driver.actor.getSnapshot().context;
+  console.log(`driver ready: nbd://${options.host}:${nbdPort}/${options.name} over ${ctx.chain.map((m) => m.id).join(' → ')} (epoch ${ctx.epoch})`);
+}
+
+export async function runController(options: {
+  dir: string; chain: string; size: number; name: string; driverId: string; replicas: number;
+  host: string; port: number; heartbeatMs: number; cluster: string; spawn: boolean;
+}): Promise<void> {
+  const log = createLogger('controller');
+  const dir = path.resolve(options.dir);
+  let listenPort = options.port;
+  const spawner = options.spawn
+    ? new LocalSpawner({
+        dataDir: dir,
+        logDir: path.join(dir, 'logs'),
+        host: options.host,
+        sizeBytes: options.size,
+        controllerUrl: () => `ws://${options.host}:${listenPort}`,
+        clusterId: options.cluster,
+        heartbeatMs: options.heartbeatMs,
+      })
+    : null;
+  const started = await ControllerProcess.start({
+    clusterId: options.cluster,
+    stateDir: dir,
+    host: options.host,
+    port: options.port,
+    volume: { name: options.name, sizeBytes: options.size },
+    chain: parseChain(options.chain),
+    driverId: options.driverId,
+    replicaCount: options.replicas,
+    heartbeatMs: options.heartbeatMs,
+    spawner,
+    log,
+  }).catch((err: Error) => fail(err.message));
+  listenPort = started.port;
+  onSignals(() => started.controller.close());
+  console.log(`controller listening on ws://${options.host}:${started.port} (status: http://${options.host}:${started.port}/status)`);
+}
+
+export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean }): Promise<void> {
+  const log = createLogger('serve');
+  const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
+  const volume = new LocalVolume(store, { readOnly: options.readOnly ?? false });
+  const server = new NbdServer({
+    catalog: {
+      list: () => [{ name: options.name, description: `FreEBS local volume in ${options.dir}` }],
+      get: (name) => (name === '' || name === options.name ? volume : undefined),
+    },
+    logger: log,
+    host: options.host,
+    port: options.port,
+  });
+  const { port } = await server.listen();
+  onSignals(async () => {
+    await server.close();
+    await volume.close();
+  });
+  console.log(`serving nbd://${options.host}:${port}/${options.name} (${store.sizeBytes} bytes, version ${store.version})`);
+}

@@ -1,0 +1,118 @@
+/**
+ * `freebs up`: a whole cluster on this machine, as separate processes started with the
+ * same commands an operator would use on separate hosts. Ctrl-C stops the driver first
+ * (it flushes), then the replicas, so nothing acknowledged is lost.
+ */
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { spawnMember, stopMember, waitForLine, type MemberProcess } from '../actors/member-process.js';
+
+export interface UpOptions {
+  dir: string;
+  replicas: number;
+  size: number;
+  host: string;
+  nbdPort: number;
+  basePort: number;
+  controllerPort: number;
+  heartbeatMs: number;
+}
+
+/** Replicas of this data directory, replacements included: each keeps its pid in DIR/ID/replica.pid. */
+function replicaPids(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    try {
+      const pid = Number(readFileSync(path.join(dir, entry.name, 'replica.pid'), 'utf8'));
+      if (Number.isInteger(pid) && pid > 0) pids.push(pid);
+    } catch {
+      // no pid file: not a running replica
+    }
+  }
+  return pids;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stopPid(pid: number, timeoutMs = 15_000): Promise<void> {
+  if (!isAlive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+export async function runUp(options: UpOptions): Promise<void> {
+  const dir = path.resolve(options.dir);
+  mkdirSync(dir, { recursive: true });
+  const logDir = path.join(dir, 'logs');
+  const members: MemberProcess[] = [];
+  let driver: MemberProcess | null = null;
+  let controller: MemberProcess | null = null;
+  let stopping = false;
+  const shutdown = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\nstopping (${why}): driver first (it flushes), then the controller, then the replicas…`);
+    if (driver) await stopMember(driver);
+    if (controller) await stopMember(controller);
+    await Promise.all(members.map((m) => stopMember(m)));
+    await Promise.all(replicaPids(dir).map((pid) => stopPid(pid)));
+    console.log('stopped; data is in', dir);
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('Ctrl-C'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  const common = ['--cluster', 'freebs', '--heartbeat-ms', String(options.heartbeatMs)];
+  const controllerUrl = `ws://${options.host}:${options.controllerPort}`;
+  const chain: string[] = [];
+  for (let i = 1; i <= options.replicas; i++) chain.push(`r${i}=ws://${options.host}:${options.basePort + i}`);
+  try {
+    controller = spawnMember('controller', [
+      'controller', '--dir', dir, '--chain', chain.join(','), '--size', String(options.size), '--replicas', String(options.replicas),
+      '--host', options.host, '--port', String(options.controllerPort), ...common,
+    ], logDir);
+    await waitForLine(controller, /^controller listening/);
+    for (let i = 1; i <= options.replicas; i++) {
+      const id = `r${i}`;
+      const member = spawnMember(id, [
+        'replica', '--id', id, '--dir', path.join(dir, id), '--size', String(options.size), '--host', options.host,
+        '--port', String(options.basePort + i), '--controller', controllerUrl, ...common,
+      ], logDir);
+      members.push(member);
+    }
+    await Promise.all(members.map((m) => waitForLine(m, /^replica \S+ listening/)));
+    driver = spawnMember('driver', [
+      'driver', '--controller', controllerUrl, '--size', String(options.size), '--host', options.host,
+      '--nbd-port', String(options.nbdPort), ...common,
+    ], logDir);
+    await waitForLine(driver, /^driver ready/);
+  } catch (err) {
+    console.error(`freebs up: ${(err as Error).message}`);
+    await shutdown('a member failed to start');
+    return;
+  }
+  for (const m of [controller, driver, ...members]) {
+    m.child.once('exit', (code, signal) => {
+      if (!stopping) console.error(`${m.id} exited (${signal ?? code}); see ${m.logPath}`);
+    });
+  }
+  const uri = `nbd://${options.host}:${options.nbdPort}/freebs`;
+  console.log(`FreEBS is up: ${options.replicas} replicas, data in ${dir}, logs in ${logDir}
+  NBD export:  ${uri}
+  status:      http://${options.host}:${options.controllerPort}/status
+Try:
+  nbdinfo ${uri}
+  qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' ${uri}
+  fio --name=t --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --size=64M --verify=crc32c
+Ctrl-C stops the cluster cleanly.`);
+}

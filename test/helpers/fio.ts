@@ -1,0 +1,15 @@
+/**
+ * fio's JSON report. fio's nbd engine prints "fio: connected to NBD server" (and verify
+ * notes) on stdout before the JSON, so parse from the first line that opens an object.
+ */
+export interface FioJob {
+  error: number;
+  read: { io_bytes: number; total_ios: number };
+  write: { io_bytes: number; total_ios: number };
+}
+
+export function fioJobs(stdout: string): FioJob[] {
+  const start = stdout.search(/^\{/m);
+  if (start < 0) throw new Error(`fio printed no JSON report:\n${stdout.slice(0, 2000)}`);
+  return (JSON.parse(stdout.slice(start)) as { jobs: FioJob[] }).jobs;
+}
