@@ -3,7 +3,7 @@
  * controller's local replica spawner and the tests start members, the same way an operator would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,14 +15,18 @@ export interface MemberProcess {
   logPath: string;
 }
 
-/** Start `freebs ARGS…` as a child; its output (JSON log lines) is appended to logDir/ID.log. */
+/**
+ * Start `freebs ARGS…` as a child; its output (JSON log lines) is appended to logDir/ID.log.
+ * The child gets its own process group so a terminal's Ctrl-C reaches only the parent, which
+ * stops members in a safe order; its log goes straight to the file so it outlives the parent.
+ */
 export function spawnMember(id: string, args: string[], logDir: string): MemberProcess {
   mkdirSync(logDir, { recursive: true });
   const logPath = path.join(logDir, `${id}.log`);
-  const log = createWriteStream(logPath, { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', logFd], detached: true });
+  closeSync(logFd);
+  child.stdout!.pipe(createWriteStream(logPath, { flags: 'a' }));
   return { id, child, logPath };
 }
 

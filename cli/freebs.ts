@@ -28,6 +28,11 @@ function positive(text: string): number {
   return n;
 }
 
+// Members started by `freebs up` print their ready line to a pipe that may close before them.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+});
+
 const program = new Command('freebs')
   .description('FreEBS: a replicated virtual block device over NBD')
   .showHelpAfterError();

@@ -5,6 +5,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { loadControllerState } from '../actors/controller-state.js';
 import { spawnMember, stopMember, waitForLine, type MemberProcess } from '../actors/member-process.js';
 
 export interface UpOptions {
@@ -25,12 +26,22 @@ function replicaPids(dir: string): number[] {
     if (!entry.isDirectory()) continue;
     try {
       const pid = Number(readFileSync(path.join(dir, entry.name, 'replica.pid'), 'utf8'));
-      if (Number.isInteger(pid) && pid > 0) pids.push(pid);
+      // A pid file left by a crash may name an unrelated process by now: check what it runs.
+      if (Number.isInteger(pid) && pid > 0 && isReplicaOf(pid, dir)) pids.push(pid);
     } catch {
       // no pid file: not a running replica
     }
   }
   return pids;
+}
+
+function isReplicaOf(pid: number, dir: string): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.includes('replica') && argv.some((a) => a.startsWith(dir));
+  } catch {
+    return false;
+  }
 }
 
 function isAlive(pid: number): boolean {
@@ -76,17 +87,22 @@ export async function runUp(options: UpOptions): Promise<void> {
   const controllerUrl = `ws://${options.host}:${options.controllerPort}`;
   const chain: string[] = [];
   for (let i = 1; i <= options.replicas; i++) chain.push(`r${i}=ws://${options.host}:${options.basePort + i}`);
+  // A cluster that ran here before resumes its last configuration (replacements included).
+  const persisted = loadControllerState(dir);
+  const replicas = persisted
+    ? persisted.chain.map((m) => ({ id: m.id, port: Number(new URL(m.url).port) }))
+    : chain.map((_, i) => ({ id: `r${i + 1}`, port: options.basePort + i + 1 }));
+  if (persisted) console.log(`resuming the cluster in ${dir} at epoch ${persisted.epoch}: ${persisted.chain.map((m) => m.id).join(' → ')}`);
   try {
     controller = spawnMember('controller', [
       'controller', '--dir', dir, '--chain', chain.join(','), '--size', String(options.size), '--replicas', String(options.replicas),
       '--host', options.host, '--port', String(options.controllerPort), ...common,
     ], logDir);
     await waitForLine(controller, /^controller listening/);
-    for (let i = 1; i <= options.replicas; i++) {
-      const id = `r${i}`;
+    for (const { id, port } of replicas) {
       const member = spawnMember(id, [
         'replica', '--id', id, '--dir', path.join(dir, id), '--size', String(options.size), '--host', options.host,
-        '--port', String(options.basePort + i), '--controller', controllerUrl, ...common,
+        '--port', String(port), '--controller', controllerUrl, ...common,
       ], logDir);
       members.push(member);
     }
@@ -107,7 +123,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     });
   }
   const uri = `nbd://${options.host}:${options.nbdPort}/freebs`;
-  console.log(`FreEBS is up: ${options.replicas} replicas, data in ${dir}, logs in ${logDir}
+  console.log(`FreEBS is up: ${replicas.length} replicas, data in ${dir}, logs in ${logDir}
   NBD export:  ${uri}
   status:      http://${options.host}:${options.controllerPort}/status
 Try:
