@@ -18,6 +18,8 @@ import { NoSpaceError, StorageError, wrapFsError } from './errors.js';
 
 /** Batch buffers kept for reuse once written (each batchBytes, 1 MiB by default). */
 const SPARE_BATCH_BUFFERS = 4;
+/** Larger batch buffers (one huge write) are left to the GC rather than kept. */
+const MAX_SPARE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 interface Batch {
   seq: number;
@@ -134,8 +136,9 @@ export class LogWriter {
   private newBatch(seg: SegmentFile, startBytes: number, need: number, createsFile: boolean): Batch {
     const size = Math.max(this.options.batchBytes, need);
     // Reuse written batch buffers: a fresh 1 MiB buffer per small batch (one 4 KiB write per
-    // turn at queue depth 1) costs far more in GC than the write itself.
-    const buf = size === this.options.batchBytes ? (this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(size)) : Buffer.allocUnsafeSlow(size);
+    // turn at queue depth 1), or per large write, costs far more in GC than the write itself.
+    const spare = this.spareBuffers.findIndex((b) => b.length >= size);
+    const buf = spare >= 0 ? this.spareBuffers.splice(spare, 1)[0] : Buffer.allocUnsafeSlow(size);
     const batch: Batch = { seq: 0, segment: seg, startBytes, buf, usedBytes: 0, lastVersion: 0, createsFile };
     this.current = batch;
     return batch;
@@ -218,7 +221,7 @@ export class LogWriter {
       }
       this.queue.splice(0, n);
       for (const b of group) {
-        if (b.buf.length === this.options.batchBytes && this.spareBuffers.length < SPARE_BATCH_BUFFERS) this.spareBuffers.push(b.buf);
+        if (b.buf.length <= MAX_SPARE_BUFFER_BYTES && this.spareBuffers.length < SPARE_BATCH_BUFFERS) this.spareBuffers.push(b.buf);
         this.queuedBytes -= b.usedBytes;
         if (b.createsFile) this.dirNeedsSync = true;
         this.dirty.add(b.segment);
