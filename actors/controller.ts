@@ -15,6 +15,7 @@ import type { ChainMember, ConfigFrame, Frame, HelloFrame, MemberId } from '../p
 import type { Link } from '../protocol/link.js';
 import { LinkServer } from '../protocol/server.js';
 import { loadControllerState, saveControllerState } from './controller-state.js';
+import { controllerGauges, MemberMetrics } from './metrics.js';
 
 /** Starts replacement replicas. Local processes by default; other environments plug in their own. */
 export interface ReplicaSpawner {
@@ -47,6 +48,9 @@ export class ControllerProcess {
   private readonly server: LinkServer;
   private readonly links = new Map<MemberId, Link>();
   private readonly clock = new LamportClock();
+  private readonly metrics = new MemberMetrics('controller', 'controller');
+  private readonly heartbeatsMissed = this.metrics.counter('freebs_heartbeats_missed_total', 'Times a member went inactive (2T without a heartbeat)', ['peer']);
+  private readonly reconfigurations = this.metrics.counter('freebs_reconfigurations_total', 'New chain configurations (epochs) broadcast');
   private closed = false;
 
   private constructor(private readonly options: ControllerOptions) {
@@ -64,6 +68,7 @@ export class ControllerProcess {
       },
     });
     this.actor.on('*', (e) => this.carryOut(e as ControllerEmitted));
+    controllerGauges(this.metrics, () => this.status());
     this.server = new LinkServer({
       localId: 'controller',
       clusterId: options.clusterId,
@@ -146,6 +151,7 @@ export class ControllerProcess {
         saveControllerState(this.options.stateDir, e.state);
         break;
       case 'broadcast':
+        this.reconfigurations.inc();
         this.log.info({ epoch: e.config.epoch, chain: e.config.chain.map((m) => m.id) }, 'new configuration');
         for (const id of e.to) this.links.get(id)?.send(e.config);
         break;
@@ -175,6 +181,7 @@ export class ControllerProcess {
         this.log.info({ member: e.member, via: e.via }, 'member inactive; waiting on gossip from its peers');
         break;
       case 'stateChanged':
+        if (e.state === 'inactive') this.heartbeatsMissed.inc({ peer: e.member });
         this.log.info({ member: e.member, liveness: e.state }, 'liveness changed');
         break;
     }
@@ -204,8 +211,9 @@ export class ControllerProcess {
       res.end(body);
       return;
     }
+    if (this.metrics.serve(req, res)) return;
     if (this.options.httpHandler?.(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found: try /status\n');
+    res.end('not found: try /status or /metrics\n');
   }
 }

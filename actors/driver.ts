@@ -2,6 +2,8 @@
  * The driver process: the driver machine wired to a link per replica and to the NBD server
  * the kernel (or qemu, fio, nbdfuse) talks to.
  */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createActor, waitFor, type Actor } from 'xstate';
 import { driverMachine, type DriverEmitted, type DriverMachine } from '../machines/driver.js';
@@ -10,6 +12,7 @@ import { DialingLink } from '../protocol/dialer.js';
 import { LamportClock } from '../protocol/clock.js';
 import { NbdServer } from '../nbd/server.js';
 import { ControllerLink, PeerSightings } from './controller-link.js';
+import { driverGauges, instrumentVolume, MemberMetrics } from './metrics.js';
 import { ReplicatedVolume } from './replicated-volume.js';
 
 export interface DriverOptions {
@@ -24,6 +27,8 @@ export interface DriverOptions {
   nbdPort: number;
   /** Heartbeat period T; the driver's clock ticks at T. */
   tickMs: number;
+  /** Serve GET /status and /metrics here (port 0: any free port; absent: no HTTP). */
+  httpPort?: number;
   log: Logger;
 }
 
@@ -38,9 +43,12 @@ export class DriverProcess {
   private readonly staticConfig: ConfigFrame | null;
   private controller: ControllerLink | null = null;
   private readonly sightings = new PeerSightings();
+  private readonly metrics: MemberMetrics;
+  private http: Server | null = null;
 
   private constructor(private readonly options: DriverOptions) {
     const { tickMs } = options;
+    this.metrics = new MemberMetrics('driver', options.id);
     this.actor = createActor(driverMachine, {
       input: {
         id: options.id,
@@ -60,17 +68,20 @@ export class DriverProcess {
       : { t: 'config', epoch: 1, chain: options.chain, driverId: options.id, volume: options.volume };
   }
 
-  static async start(options: DriverOptions): Promise<{ driver: DriverProcess; nbdPort: number }> {
+  static async start(options: DriverOptions): Promise<{ driver: DriverProcess; nbdPort: number; httpPort: number | null }> {
     const driver = new DriverProcess(options);
+    driverGauges(driver.metrics, () => driver.status);
+    const httpPort = options.httpPort === undefined ? null : await driver.serveHttp(options.nbdHost, options.httpPort);
     driver.actor.start();
     if (driver.staticConfig) driver.actor.send({ type: 'config', config: driver.staticConfig });
     else driver.linkController(options.controllerUrl!);
     options.log.info('waiting for a configuration and a majority of its replicas');
     await waitFor(driver.actor, (s) => s.matches('attached'), { timeout: Infinity });
+    const volume = instrumentVolume(driver.volume, driver.metrics);
     const nbd = new NbdServer({
       catalog: {
         list: () => [{ name: options.volume.name, description: `FreEBS volume ${options.volume.name}` }],
-        get: (name) => (name === '' || name === options.volume.name ? driver.volume : undefined),
+        get: (name) => (name === '' || name === options.volume.name ? volume : undefined),
       },
       logger: options.log.child({ component: 'nbd' }),
       host: options.nbdHost,
@@ -79,7 +90,25 @@ export class DriverProcess {
     const { port } = await nbd.listen();
     driver.nbd = nbd;
     options.log.info({ port, version: driver.actor.getSnapshot().context.lastVersion }, 'driver attached; NBD export ready');
-    return { driver, nbdPort: port };
+    return { driver, nbdPort: port, httpPort };
+  }
+
+  private serveHttp(host: string, port: number): Promise<number> {
+    const http = createServer((req, res) => {
+      if (this.metrics.serve(req, res)) return;
+      if (req.method === 'GET' && req.url === '/status') {
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(JSON.stringify(this.status));
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: try /status or /metrics\n');
+    });
+    this.http = http;
+    return new Promise((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(port, host, () => resolve((http.address() as AddressInfo).port));
+    });
   }
 
   get status() {
@@ -101,6 +130,7 @@ export class DriverProcess {
     this.closed = true;
     // Stop taking requests, answer what is pending, then drop the links.
     await this.nbd?.close();
+    this.http?.close();
     await this.volume.flush().catch((err: unknown) => this.log.warn({ err }, 'final flush failed'));
     this.actor.send({ type: 'stop' });
     await this.controller?.close();

@@ -13,6 +13,7 @@ import { LinkServer } from '../protocol/server.js';
 import { LamportClock } from '../protocol/clock.js';
 import { ControllerLink, PeerSightings } from './controller-link.js';
 import { Forwarder, type FrameSink } from './forwarder.js';
+import { MemberMetrics, replicaGauges } from './metrics.js';
 import { RecentWrites } from './recent-writes.js';
 import type { ImageSink, ReplicaStore } from './replica-store.js';
 
@@ -47,6 +48,7 @@ export class ReplicaProcess {
   private readonly peers = new Map<MemberId, Link>();
   private upstream: DialingLink | null = null;
   private syncRetry: ReturnType<typeof setTimeout> | null = null;
+  private readonly metrics: MemberMetrics;
   private upstreamUrl: string | null = null;
   private forwarder: Forwarder | null = null;
   private readonly recent = new RecentWrites();
@@ -59,10 +61,12 @@ export class ReplicaProcess {
 
   private constructor(private readonly options: ReplicaOptions) {
     const { store, id } = options;
+    this.metrics = new MemberMetrics('replica', id);
     this.actor = createActor(replicaMachine, {
       input: { id, appliedVersion: store.version, durableVersion: store.durableVersion },
     });
     this.actor.on('*', (e) => this.carryOut(e as ReplicaEmitted));
+    replicaGauges(this.metrics, () => this.status);
     this.server = new LinkServer({
       localId: id,
       host: options.host,
@@ -72,12 +76,13 @@ export class ReplicaProcess {
       logger: options.log,
       onLink: (link, hello) => this.accept(link, hello),
       httpHandler: (req, res) => {
+        if (this.metrics.serve(req, res)) return;
         if (req.method === 'GET' && req.url === '/status') {
           res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
           res.end(JSON.stringify(this.status));
         } else {
           res.writeHead(404, { 'content-type': 'text/plain' });
-          res.end('not found: try /status\n');
+          res.end('not found: try /status or /metrics\n');
         }
       },
     });

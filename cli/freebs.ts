@@ -47,6 +47,7 @@ program
   .option('--nbd-port <port>', 'NBD port of the driver', port, 10809)
   .option('--base-port <port>', 'first replica port (replica i listens on base+i)', port, 7400)
   .option('--controller-port <port>', 'controller port: member links, /status and the visualizer', port, 8080)
+  .option('--driver-http-port <port>', "driver's /status and /metrics", port, 8081)
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
   .action(runUp);
 
@@ -73,6 +74,7 @@ program
   .option('--name <export>', 'NBD export name', 'freebs')
   .option('--host <addr>', 'address for the NBD server', '127.0.0.1')
   .option('--nbd-port <port>', 'NBD port', port, 10809)
+  .option('--http-port <port>', 'serve /status and /metrics (Prometheus) on this port', port)
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
   .action(runDriver);

@@ -71,11 +71,11 @@ export function parseChain(text: string): ChainMember[] {
   return chain;
 }
 
-export async function runDriver(options: { id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; heartbeatMs: number; cluster: string }): Promise<void> {
+export async function runDriver(options: { id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; httpPort?: number; heartbeatMs: number; cluster: string }): Promise<void> {
   const log = createLogger(options.id);
   if (!options.chain === !options.controller) fail('give the driver either --chain (a static chain) or --controller (which configures it)');
   const chain = options.chain ? parseChain(options.chain) : [];
-  const { driver, nbdPort } = await DriverProcess.start({
+  const { driver, nbdPort, httpPort } = await DriverProcess.start({
     id: options.id,
     clusterId: options.cluster,
     chain,
@@ -83,12 +83,14 @@ export async function runDriver(options: { id: string; chain?: string; controlle
     volume: { name: options.name, sizeBytes: options.size },
     nbdHost: options.host,
     nbdPort: options.nbdPort,
+    ...(options.httpPort !== undefined ? { httpPort: options.httpPort } : {}),
     tickMs: options.heartbeatMs,
     log,
   });
   onSignals(() => driver.close());
   const ctx = driver.actor.getSnapshot().context;
-  console.log(`driver ready: nbd://${options.host}:${nbdPort}/${options.name} over ${ctx.chain.map((m) => m.id).join(' → ')} (epoch ${ctx.epoch})`);
+  const http = httpPort === null ? '' : `; status and metrics on http://${options.host}:${httpPort}`;
+  console.log(`driver ready: nbd://${options.host}:${nbdPort}/${options.name} over ${ctx.chain.map((m) => m.id).join(' → ')} (epoch ${ctx.epoch})${http}`);
 }
 
 export async function runController(options: {

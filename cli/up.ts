@@ -16,6 +16,7 @@ export interface UpOptions {
   nbdPort: number;
   basePort: number;
   controllerPort: number;
+  driverHttpPort: number;
   heartbeatMs: number;
 }
 
@@ -109,7 +110,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     await Promise.all(members.map((m) => waitForLine(m, /^replica \S+ listening/)));
     driver = spawnMember('driver', [
       'driver', '--controller', controllerUrl, '--size', String(options.size), '--host', options.host,
-      '--nbd-port', String(options.nbdPort), ...common,
+      '--nbd-port', String(options.nbdPort), '--http-port', String(options.driverHttpPort), ...common,
     ], logDir);
     await waitForLine(driver, /^driver ready/);
   } catch (err) {
@@ -126,6 +127,8 @@ export async function runUp(options: UpOptions): Promise<void> {
   console.log(`FreEBS is up: ${replicas.length} replicas, data in ${dir}, logs in ${logDir}
   NBD export:  ${uri}
   status:      http://${options.host}:${options.controllerPort}/status
+  metrics:     http://${options.host}:${options.controllerPort}/metrics (controller), http://${options.host}:${options.driverHttpPort}/metrics (driver),
+               http://${options.host}:PORT/metrics on each replica (ports in /status)
 Try:
   nbdinfo ${uri}
   qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' ${uri}

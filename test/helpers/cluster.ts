@@ -19,6 +19,8 @@ export interface TestCluster {
   dir: string;
   nbdUri: string;
   nbdPort: number;
+  /** The driver's /status and /metrics. */
+  driverHttpUrl: string;
   replicas: TestReplica[];
   driver: Member;
   /** Signal one replica's process (SIGKILL, SIGSTOP, SIGCONT…). */
@@ -44,9 +46,10 @@ export async function startCluster(options: { replicas?: number; sizeBytes?: num
     Array.from({ length: n }, (_, i) => startReplica(`r${i + 1}`, path.join(dir, `r${i + 1}`), 0, sizeBytes, logDir)),
   );
   const chain = replicas.map((r) => `${r.id}=ws://127.0.0.1:${r.port}`).join(',');
-  const driver = spawnMember('driver', ['driver', '--chain', chain, '--size', String(sizeBytes), '--nbd-port', '0', '--heartbeat-ms', String(options.heartbeatMs ?? 200)], logDir);
+  const driver = spawnMember('driver', ['driver', '--chain', chain, '--size', String(sizeBytes), '--nbd-port', '0', '--http-port', '0', '--heartbeat-ms', String(options.heartbeatMs ?? 200)], logDir);
   const ready = await waitForLine(driver, /^driver ready: (nbd:\/\/\S+)/);
   const nbdUri = /(nbd:\/\/\S+)/.exec(ready)![1];
+  const driverHttpUrl = /(http:\/\/[\d.]+:\d+)/.exec(ready)![1];
   const nbdPort = Number(/:(\d+)\//.exec(nbdUri)![1]);
   const byId = (id: string) => {
     const r = replicas.find((x) => x.id === id);
@@ -57,6 +60,7 @@ export async function startCluster(options: { replicas?: number; sizeBytes?: num
     dir,
     nbdUri,
     nbdPort,
+    driverHttpUrl,
     replicas,
     driver,
     signal(id, signal) {
