@@ -15,6 +15,7 @@ import { ControllerLink, PeerSightings } from './controller-link.js';
 import { Forwarder, type FrameSink } from './forwarder.js';
 import { MemberMetrics, replicaGauges } from './metrics.js';
 import { RecentWrites } from './recent-writes.js';
+import { SyncProgress } from './sync-progress.js';
 import type { ImageSink, ReplicaStore } from './replica-store.js';
 
 /** How soon a replica asks its predecessor again after being refused (it lacked the configuration). */
@@ -49,6 +50,7 @@ export class ReplicaProcess {
   private upstream: DialingLink | null = null;
   private syncRetry: ReturnType<typeof setTimeout> | null = null;
   private readonly metrics: MemberMetrics;
+  private readonly syncProgress: SyncProgress;
   private upstreamUrl: string | null = null;
   private forwarder: Forwarder | null = null;
   private readonly recent = new RecentWrites();
@@ -67,6 +69,8 @@ export class ReplicaProcess {
     });
     this.actor.on('*', (e) => this.carryOut(e as ReplicaEmitted));
     replicaGauges(this.metrics, () => this.status);
+    this.syncProgress = new SyncProgress(options.log, () => store.version);
+    this.actor.subscribe((snapshot) => this.syncProgress.update(snapshot.context.sync));
     this.server = new LinkServer({
       localId: id,
       host: options.host,
@@ -113,6 +117,7 @@ export class ReplicaProcess {
     if (this.closed) return;
     this.closed = true;
     this.actor.send({ type: 'stop' });
+    this.syncProgress.stop();
     await this.controller?.close();
     this.forwarder?.stop();
     if (this.syncRetry) clearTimeout(this.syncRetry);
