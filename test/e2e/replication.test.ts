@@ -3,6 +3,7 @@
  * `freebs` commands, driven by real NBD clients (fio with verification, qemu-io). Afterwards
  * every replica's LSVD is opened and the content hashes compared.
  */
+import { rmSync } from 'node:fs';
 import { afterAll, afterEach, describe, expect } from 'vitest';
 import { openLsvdStore } from '../../actors/lsvd-store.js';
 import { createLogger } from '../../actors/logger.js';
@@ -62,6 +63,7 @@ async function contentHashes(c: TestCluster): Promise<string[]> {
     hashes.push(await store.contentHash());
     await store.close();
   }
+  rmSync(c.dir, { recursive: true, force: true });
   return hashes;
 }
 
