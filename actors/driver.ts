@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { createActor, waitFor, type Actor } from 'xstate';
 import { driverMachine, type DriverEmitted, type DriverMachine } from '../machines/driver.js';
 import type { AckFrame, ChainMember, ConfigFrame, Frame, MemberId } from '../protocol/frames.js';
+import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
 import { LamportClock } from '../protocol/clock.js';
 import { NbdServer } from '../nbd/server.js';
@@ -18,6 +19,8 @@ import { ReplicatedVolume } from './replicated-volume.js';
 export interface DriverOptions {
   id: MemberId;
   clusterId: string;
+  /** Cluster secret and TLS for every link (protocol/auth.ts); none: unauthenticated, dev only. */
+  security?: LinkSecurity;
   /** Static chain, head first, when there is no controller. */
   chain: ChainMember[];
   /** ws:// address of the controller; with one, the chain comes from its configurations. */
@@ -147,6 +150,7 @@ export class DriverProcess {
       id: this.options.id,
       role: 'driver',
       clusterId: this.options.clusterId,
+      security: this.options.security,
       heartbeatMs: this.options.tickMs,
       clock: this.clock,
       log: this.log,
@@ -178,6 +182,7 @@ export class DriverProcess {
       hello: () => ({ t: 'hello', role: 'driver', id: this.options.id, epoch: this.actor.getSnapshot().context.epoch, clusterId: this.options.clusterId }),
       clock: this.clock,
       logger: this.log.child({ replica: member.id }),
+      security: this.options.security,
     });
     this.links.set(member.id, link);
     link.on('up', (welcome) => {
@@ -221,6 +226,14 @@ export class DriverProcess {
     const link = this.links.get(e.to);
     // A frame that cannot go now is not lost: the machine resends uncommitted writes on link.up.
     if (!link?.isUp) return;
-    for (const frame of e.frames) link.send(frame);
+    for (const frame of e.frames) {
+      try {
+        link.send(frame);
+      } catch (err) {
+        // A frame the wire refuses is a bug here, not the peer's: keep serving everyone else;
+        // the request it carried times out with EIO.
+        this.log.error({ err: (err as Error).message, to: e.to, frame: frame.t }, 'could not send a frame');
+      }
+    }
   }
 }

@@ -166,8 +166,9 @@ function checkWrite(f: Obj, index: number): void {
   if (kind !== 'write' && kind !== 'trim' && kind !== 'zero') bad(at(index, 'write'), 'kind', "'write' | 'trim' | 'zero'", kind);
   if (!isUint(f.offsetBytes)) bad(at(index, 'write'), 'offsetBytes', EXPECT_UINT, f.offsetBytes);
   const lengthBytes = f.lengthBytes;
-  if (!isUint(lengthBytes) || lengthBytes > limits.maxIoBytes) {
-    bad(at(index, 'write'), 'lengthBytes', `${EXPECT_UINT} ≤ limits.maxIoBytes (${limits.maxIoBytes})`, lengthBytes);
+  // Only data is bounded by maxIoBytes: a trim or zero of a whole disk is one small frame.
+  if (!isUint(lengthBytes) || (kind === 'write' && lengthBytes > limits.maxIoBytes)) {
+    bad(at(index, 'write'), 'lengthBytes', kind === 'write' ? `${EXPECT_UINT} ≤ limits.maxIoBytes (${limits.maxIoBytes})` : EXPECT_UINT, lengthBytes);
   }
   const data = f.data;
   if (kind === 'write') {
