@@ -80,7 +80,11 @@ const parts: string[] = [];
 try {
   for (const name of chosen) parts.push(await sections[name](ctx));
 } finally {
-  rmSync(workDir, { recursive: true, force: true });
+  try {
+    rmSync(workDir, { recursive: true, force: true });
+  } catch (err) {
+    console.error(`could not remove ${workDir}: ${(err as Error).message}`);
+  }
 }
 
 const report = `# FreEBS evaluation

@@ -133,37 +133,41 @@ export async function mountExt4(name: string, dir: string, uri: string | null, s
   mkdirSync(dir, { recursive: true });
   const mountpoint = path.join(dir, 'mnt');
   mkdirSync(mountpoint, { recursive: true });
-  let fuse: ChildProcess | null = null;
-  let backingFile: string;
-  if (uri) {
-    const fuseDir = path.join(dir, 'fuse');
-    mkdirSync(fuseDir, { recursive: true });
-    fuse = spawn('nbdfuse', [fuseDir, uri], { stdio: ['ignore', 'pipe', 'pipe'] });
-    backingFile = path.join(fuseDir, 'nbd');
-    for (let i = 0; ; i++) {
-      const size = await stat(backingFile).then((st) => st.size, () => -1);
-      if (size === sizeBytes) break;
-      if (i > 300 || fuse.exitCode !== null) throw new Error(`nbdfuse did not expose ${uri} at ${backingFile}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  } else {
-    backingFile = path.join(dir, 'local.img');
-    writeFileSync(backingFile, '');
-    await run('truncate', ['-s', String(sizeBytes), backingFile]);
-  }
-  const loop = (await run('losetup', ['-f', '--show', backingFile])).stdout.trim();
-  await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', loop]);
-  await run('mount', [loop, mountpoint]);
-  return {
-    name,
-    mountpoint,
-    async unmount() {
-      await run('umount', [mountpoint]).catch(() => undefined);
-      await run('losetup', ['-d', loop]).catch(() => undefined);
-      if (fuse) {
-        await run('fusermount3', ['-u', '-z', path.join(dir, 'fuse')]).catch(() => undefined);
-        await stopChild(fuse, 'SIGTERM');
-      }
-    },
+  // Undo steps, last first; run on failure half-way or on unmount.
+  const undo: Array<() => Promise<unknown>> = [];
+  const unwind = async () => {
+    while (undo.length > 0) await undo.pop()!().catch(() => undefined);
   };
+  try {
+    let backingFile: string;
+    if (uri) {
+      const fuseDir = path.join(dir, 'fuse');
+      mkdirSync(fuseDir, { recursive: true });
+      const fuse = spawn('nbdfuse', [fuseDir, uri], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let fuseOutput = '';
+      fuse.stderr!.on('data', (c: Buffer) => (fuseOutput += c.toString()));
+      undo.push(() => stopChild(fuse, 'SIGTERM'));
+      undo.push(() => run('fusermount3', ['-u', '-z', fuseDir]));
+      backingFile = path.join(fuseDir, 'nbd');
+      for (let i = 0; ; i++) {
+        const size = await stat(backingFile).then((st) => st.size, () => -1);
+        if (size === sizeBytes) break;
+        if (i > 300 || fuse.exitCode !== null) throw new Error(`nbdfuse did not expose ${uri} at ${backingFile}: ${fuseOutput}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } else {
+      backingFile = path.join(dir, 'local.img');
+      writeFileSync(backingFile, '');
+      await run('truncate', ['-s', String(sizeBytes), backingFile]);
+    }
+    const loop = (await run('losetup', ['-f', '--show', backingFile])).stdout.trim();
+    undo.push(() => run('losetup', ['-d', loop]));
+    await run('mkfs.ext4', ['-q', '-F', loop]);
+    await run('mount', [loop, mountpoint]);
+    undo.push(() => run('umount', [mountpoint]));
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+  return { name, mountpoint, unmount: unwind };
 }
