@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { spawnMember, stopMember, waitForLine } from '../../actors/member-process.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
-import { ProcessTracker } from '../helpers/processes.js';
+import { ProcessTracker, waitUntil } from '../helpers/processes.js';
 import { itWith, requirements } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
@@ -96,10 +96,10 @@ describe('metrics', () => {
       const m = await scrape(url);
       expect(m('freebs_epoch')).toBe(1);
       expect(m('freebs_chain_length')).toBe(3);
-      // No member ever sent a heartbeat: after 2T each is counted inactive.
-      await new Promise((r) => setTimeout(r, 600));
-      const later = await scrape(url);
-      expect(later('freebs_heartbeats_missed_total', { peer: 'r1' })).toBeGreaterThanOrEqual(1);
+      // No member ever sends a heartbeat: once the controller's boot grace is over, each is
+      // counted inactive (after 2T).
+      const missed = await waitUntil(async () => (await scrape(url))('freebs_heartbeats_missed_total', { peer: 'r1' }), 'a missed heartbeat to be counted', 10_000, 100);
+      expect(missed).toBeGreaterThanOrEqual(1);
     } finally {
       await stopMember(controller);
       rmSync(dir, { recursive: true, force: true });
