@@ -148,7 +148,7 @@ export async function writeCheckpoint(dir: string, data: CheckpointData): Promis
     await fsyncDir(dir);
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
-    throw wrapFsError(err, `write checkpoint ${name}`);
+    throw wrapFsError(err, `write checkpoint ${join(dir, name)}`);
   }
   const older = (await listCheckpoints(dir)).filter((seq) => seq < data.meta.sequence);
   // Keep one predecessor: the fallback if this one is ever found corrupt.

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { ExtentMap, type PieceFn } from './extent-map.js';
 import { History } from './history.js';
 import { LogWriter } from './log-writer.js';
-import { parseRecord, RECORD_HEADER_BYTES, validateRecord, type LsvdRecord, type RecordHeader } from './record.js';
+import { parseRecord, RECORD_HEADER_BYTES, validateRecord, type LsvdRecord, type RecordKind } from './record.js';
 import { SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js';
 import { readSuperblock, writeSuperblock } from './superblock.js';
 import { listCheckpoints, writeCheckpoint, type CheckpointData, type CheckpointSegment } from './checkpoint.js';
@@ -48,7 +48,10 @@ export interface LsvdOptions {
   syncWindowVersions?: number;
   /** GC rewrites segments whose referenced share is below this. Default 0.5. */
   gcLiveShareThreshold?: number;
-  /** On damage in the middle of the log: truncate there (losing later records) instead of refusing to open. */
+  /**
+   * On damage in the middle of the log: truncate there (losing later records) instead of
+   * refusing to open; a damaged segment header is rewritten instead. See OPERATIONS.md.
+   */
   repairCorruptLog?: boolean;
   logger?: Logger;
 }
@@ -116,6 +119,9 @@ export class Lsvd {
   private recordsSinceCheckpoint = 0;
   private bytesSinceCheckpoint = 0;
   private checkpointScheduled = false;
+  /** Counts at which the next scheduled checkpoint starts: the options, pushed back after a failure. */
+  private checkpointDueRecords: number;
+  private checkpointDueBytes: number;
   private maintenance: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private closed = false;
@@ -141,6 +147,8 @@ export class Lsvd {
       repairCorruptLog: options.repairCorruptLog ?? false,
     };
     this.segmentSizeBytes = this.opts.segmentSizeBytes;
+    this.checkpointDueRecords = this.opts.checkpointEveryRecords;
+    this.checkpointDueBytes = this.opts.checkpointEveryBytes;
     if (this.segmentSizeBytes < 4096 || this.segmentSizeBytes > 2 ** 31) {
       throw new StorageError('ERR_INVALID', `segmentSizeBytes must be in [4096, 2^31], got ${this.segmentSizeBytes}`);
     }
@@ -176,7 +184,7 @@ export class Lsvd {
       { repairCorruptLog: this.opts.repairCorruptLog, logger: this.logger },
       {
         loadCheckpoint: (data) => this.loadCheckpoint(data),
-        apply: (header, segment, dataPos) => this.applyHeader(header, segment.id, dataPos),
+        apply: (header, segment, dataPos) => this.applyRecord(header.version, header.kind, header.offsetBytes, header.lengthBytes, segment.id, dataPos),
       },
       created,
     );
@@ -212,13 +220,16 @@ export class Lsvd {
     this.nextGcNumber = meta.nextGcNumber;
   }
 
+  /** The version being applied, for supersede(): one callback for the store's life, not a closure per record. */
+  private applyingVersion = 0;
+  private readonly supersede: PieceFn = (s, l, seg, pos, pv) => this.history.push(s, l, seg, pos, pv, this.applyingVersion);
+
   /** Apply one record to the map; superseded pieces go to the history. */
-  private applyHeader(header: RecordHeader, segmentId: number, dataPositionBytes: number): void {
-    const v = header.version;
-    const onRemoved: PieceFn = (s, l, seg, pos, pv) => this.history.push(s, l, seg, pos, pv, v);
-    if (header.kind === 'write') this.map.set(header.offsetBytes, header.lengthBytes, segmentId, dataPositionBytes, v, onRemoved);
-    else this.map.remove(header.offsetBytes, header.lengthBytes, onRemoved);
-    this.currentVersion = v;
+  private applyRecord(version: number, kind: RecordKind, offsetBytes: number, lengthBytes: number, segmentId: number, dataPositionBytes: number): void {
+    this.applyingVersion = version;
+    if (kind === 'write') this.map.set(offsetBytes, lengthBytes, segmentId, dataPositionBytes, version, this.supersede);
+    else this.map.remove(offsetBytes, lengthBytes, this.supersede);
+    this.currentVersion = version;
   }
 
   // ---- state -------------------------------------------------------------------------
@@ -259,23 +270,24 @@ export class Lsvd {
     }
     this.writer.checkWritable(record);
     const loc = this.writer.append(record);
-    const dataPos = loc.dataPositionBytes;
-    this.applyHeader(
-      { version: record.version, kind: record.kind, offsetBytes: record.offsetBytes, lengthBytes: record.lengthBytes, dataLengthBytes: 0, crc: 0 },
-      loc.segment.id,
-      dataPos,
-    );
+    this.applyRecord(record.version, record.kind, record.offsetBytes, record.lengthBytes, loc.segment.id, loc.dataPositionBytes);
     this.recordsSinceCheckpoint += 1;
     this.bytesSinceCheckpoint += RECORD_HEADER_BYTES + (record.kind === 'write' ? record.lengthBytes : 0);
     if (
       !this.checkpointScheduled &&
-      (this.recordsSinceCheckpoint >= this.opts.checkpointEveryRecords || this.bytesSinceCheckpoint >= this.opts.checkpointEveryBytes)
+      (this.recordsSinceCheckpoint >= this.checkpointDueRecords || this.bytesSinceCheckpoint >= this.checkpointDueBytes)
     ) {
       this.checkpointScheduled = true;
       setImmediate(() => {
         Promise.resolve()
           .then(() => (this.closing ? this.currentVersion : this.checkpoint()))
-          .catch((err: unknown) => this.logger?.warn({ err: (err as Error).message }, 'scheduled checkpoint failed'))
+          .catch((err: unknown) => {
+            // Try again after another interval, not on the next append: a checkpoint that
+            // cannot be written (disk nearly full) must not be rewritten on every turn.
+            this.checkpointDueRecords = this.recordsSinceCheckpoint + this.opts.checkpointEveryRecords;
+            this.checkpointDueBytes = this.bytesSinceCheckpoint + this.opts.checkpointEveryBytes;
+            this.logger?.warn({ dir: this.dir, err: (err as Error).message, code: (err as StorageError).code }, 'scheduled checkpoint failed');
+          })
           .finally(() => {
             this.checkpointScheduled = false;
           });
@@ -381,6 +393,8 @@ export class Lsvd {
       await this.writer.flush();
       this.checkpointSequence = data.meta.sequence;
       await writeCheckpoint(this.dir, data);
+      this.checkpointDueRecords = this.opts.checkpointEveryRecords;
+      this.checkpointDueBytes = this.opts.checkpointEveryBytes;
     } catch (err) {
       this.recordsSinceCheckpoint += records;
       this.bytesSinceCheckpoint += bytes;
@@ -643,7 +657,7 @@ export class Lsvd {
       await out.finish();
     } catch (err) {
       await out.discard((p) => unlink(p));
-      throw err;
+      throw wrapFsError(err, `GC in ${this.dir}`);
     }
     // Synchronous swap: every structure moves to the copies in one step (appends made during
     // the copy only ever reference sub-ranges of what was copied, or the active segment).

@@ -72,9 +72,14 @@ export function encodeRecordInto(record: LsvdRecord, target: Buffer, at: number)
   writeU64(target, record.offsetBytes, at + 16);
   writeU64(target, record.lengthBytes, at + 24);
   target.writeUInt32LE(dataLengthBytes, at + 32);
-  if (dataLengthBytes > 0) target.set(record.data!.subarray(0, dataLengthBytes), at + RECORD_HEADER_BYTES);
+  // Copy and checksum the caller's data as it is (no slices: this runs once per write).
+  const data = record.data;
+  if (dataLengthBytes > 0) {
+    if (data!.length !== dataLengthBytes) throw new RangeError(`invariant: record ${record.version} has ${data!.length} data bytes, header says ${dataLengthBytes}`);
+    target.set(data!, at + RECORD_HEADER_BYTES);
+  }
   let crc = crc32c(target.subarray(at, at + 36));
-  if (dataLengthBytes > 0) crc = crc32c(target.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + dataLengthBytes), crc);
+  if (dataLengthBytes > 0) crc = crc32c(data!, crc);
   target.writeUInt32LE(crc, at + 36);
   return RECORD_HEADER_BYTES + dataLengthBytes;
 }

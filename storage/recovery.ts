@@ -3,13 +3,18 @@
  *
  * What recovery decides, and why:
  * - A corrupt checkpoint (bad crc, torn) is skipped with a warning; the previous one (or a
- *   full replay from L1) takes over. A valid checkpoint naming a missing segment is
- *   ERR_CORRUPT: data it maps is gone, and guessing would serve wrong bytes.
+ *   full replay from L1) takes over, and the unusable file is deleted once the open
+ *   succeeds. A valid checkpoint naming a missing segment is ERR_CORRUPT: data it maps is
+ *   gone, and guessing would serve wrong bytes.
  * - A bad record at the end of the log (torn write, short read, bad crc, bad magic) is
  *   cut off (truncated) and reported: it was never acknowledged as durable.
  * - A bad record followed by valid records is damage in the middle of the log: open
  *   refuses with ERR_CORRUPT naming segment and position, unless `repairCorruptLog` is
  *   set, which truncates there and drops everything after (explicit data loss, reported).
+ * - A bad segment header is a torn segment creation (deleted) only when neither that
+ *   segment nor a later one holds a valid record; otherwise it is damage as above, and
+ *   `repairCorruptLog` rewrites the header (it names only the segment) and keeps the records.
+ * - Files are removed newest first, so a crash during recovery never leaves a numbering gap.
  * - Log segments after the checkpoint must be numbered without gaps (ERR_CORRUPT).
  * - GC output not referenced by the chosen checkpoint is an interrupted GC: deleted.
  */
@@ -107,6 +112,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
   // 1. The newest checkpoint that decodes and checks out.
   let checkpoint: CheckpointData | undefined;
   const sequences = await listCheckpoints(dir);
+  const unusable: number[] = [];
   for (const seq of sequences) {
     try {
       checkpoint = await readCheckpoint(dir, seq);
@@ -114,6 +120,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
       break;
     } catch (err) {
       warn(`checkpoint ${checkpointFileName(seq)} is unusable (${err instanceof Error ? err.message : String(err)}); falling back`, { checkpoint: seq });
+      unusable.push(seq);
     }
   }
 
@@ -204,28 +211,43 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    const data = buf.subarray(0, got);
+    let data: Buffer = buf.subarray(0, got);
     const isLast = idx === toReplay.length - 1;
     const headerProblem = checkSegmentHeader(data, 'log', number);
     let pos = idx === 0 && checkpoint ? replayStartPos : SEGMENT_HEADER_BYTES;
     if (headerProblem) {
-      // A torn header can only be the newest segment, created just before a crash.
+      // A torn header can only be the newest segment, created just before a crash: then
+      // neither it nor any later segment holds a record. Anything else is damage.
+      const ownRecords = findValidRecordAfter(data, SEGMENT_HEADER_BYTES) !== undefined;
       const laterValid = await laterSegmentsHaveRecords(dir, toReplay.slice(idx + 1));
-      if (!laterValid && !(idx === 0 && checkpoint)) {
+      const resumesCheckpoint = idx === 0 && checkpoint !== undefined;
+      if (!ownRecords && !laterValid && !resumesCheckpoint) {
         warn(`removing ${seg.name}: ${headerProblem} (torn segment creation at the log tail)`);
         await seg.close();
-        for (const n of toReplay.slice(idx)) await remove(segmentFileName('log', n));
+        // Newest first: a crash half-way leaves a shorter log, never a numbering gap.
+        for (const n of toReplay.slice(idx).reverse()) await remove(segmentFileName('log', n));
         dirChanged = true;
         break;
       }
+      const why = ownRecords ? 'it holds valid records' : laterValid ? 'later segments hold valid records' : `${report.checkpointUsed} resumes replay in it`;
       if (!options.repairCorruptLog) {
-        throw new CorruptError(`log segment ${seg.name} in ${dir}: ${headerProblem}, and later segments hold valid records; refusing to drop them silently (open with repairCorruptLog to cut the log here)`);
+        throw new CorruptError(
+          `log segment ${seg.name} in ${dir}: ${headerProblem}, but ${why}; refusing to drop acknowledged records silently ` +
+            `(open with repairCorruptLog to rewrite the header and keep every record that passes its crc)`,
+        );
       }
-      warn(`repairCorruptLog: dropping ${seg.name} and every later log segment (${headerProblem})`);
-      await seg.close();
-      for (const n of toReplay.slice(idx)) await remove(segmentFileName('log', n));
-      dirChanged = true;
-      break;
+      // The header says only "log segment N", which the file name tells: rewrite it; the
+      // records are then checked one by one as usual.
+      warn(`repairCorruptLog: rewrote the header of ${seg.name} (${headerProblem}); its records are verified by crc as usual`, { segment: seg.name });
+      const header = encodeSegmentHeader('log', number);
+      try {
+        await fh.write(header, 0, header.length, 0);
+        await fh.datasync();
+      } catch (err) {
+        throw wrapFsError(err, `rewrite header of ${seg.name}`);
+      }
+      if (data.length < SEGMENT_HEADER_BYTES) data = header;
+      else header.copy(data, 0);
     }
     if (pos > data.length) {
       throw new CorruptError(`log segment ${seg.name} is ${data.length} bytes, but ${report.checkpointUsed} says it held ${pos}; the log lost acknowledged data`);
@@ -244,7 +266,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
         } else {
           const next = laterInThis !== undefined ? `${seg.name}:${laterInThis}` : 'a later segment';
           throw new CorruptError(
-            `log corrupt in the middle: ${what} (version ${version + 1} expected), followed by a valid record at ${next}; ` +
+            `log corrupt in the middle of ${dir}: ${what} (version ${version + 1} expected), followed by a valid record at ${next}; ` +
               `refusing to drop acknowledged records silently (open with repairCorruptLog to cut the log here, losing everything after)`,
           );
         }
@@ -274,7 +296,8 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
       seg.sizeBytes = cutAt;
       segments.set(seg.id, seg);
       active = seg;
-      for (const n of toReplay.slice(idx + 1)) {
+      // Newest first: a crash half-way leaves a shorter log, never a numbering gap.
+      for (const n of toReplay.slice(idx + 1).reverse()) {
         report.truncatedBytes += (await stat(join(dir, segmentFileName('log', n)))).size;
         await remove(segmentFileName('log', n));
         dirChanged = true;
@@ -312,6 +335,10 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
     checkpoint.snapshotMaps.forEach((m, i) => check(m.segments, m.positions, m.lengths, `snapshot ${checkpoint!.meta.snapshots[i].name}`));
     check(checkpoint.history.segments, checkpoint.history.positions, checkpoint.history.lengths, 'history');
   }
+  // Only now that the open succeeds (a refused open leaves every file for inspection): an
+  // unusable checkpoint must not linger as the fallback of the next one.
+  for (const seq of unusable) await remove(checkpointFileName(seq));
+  if (unusable.length > 0) await fsyncDir(dir);
 
   report.recoveredVersion = version;
   report.durationMs = Date.now() - startedMs;

@@ -136,7 +136,13 @@ export class SegmentFile {
     let pending = buffers;
     while (pending.length > 0) {
       const total = pending.reduce((n, b) => n + b.length, 0);
-      const { bytesWritten } = await fh.writev(pending, pos);
+      let bytesWritten: number;
+      try {
+        ({ bytesWritten } = await fh.writev(pending, pos));
+      } catch (err) {
+        // Name the file: a bare "ENOSPC: no space left on device, write" does not say where.
+        throw wrapFsError(err, `write ${this.path} at ${pos}`);
+      }
       pos += bytesWritten;
       if (bytesWritten >= total) return;
       // Short write: drop what went out and go again (the next call reports ENOSPC if that is why).
@@ -155,7 +161,9 @@ export class SegmentFile {
 
   async datasync(): Promise<void> {
     const fh = await this.handle();
-    await fh.datasync();
+    await fh.datasync().catch((err: unknown) => {
+      throw wrapFsError(err, `fdatasync ${this.path}`);
+    });
   }
 
   /** Delete once no read holds it (GC, image install). Resolves when the file is gone. */
@@ -192,10 +200,14 @@ export class SegmentFile {
 
 /** fsync a directory so created / renamed / deleted names survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
   try {
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw wrapFsError(err, `fsync directory ${dir}`);
   }
 }

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { open, readdir, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Lsvd, type LsvdOptions, type StorageError } from '../../storage/index.js';
+import { encodeSegmentHeader } from '../../storage/segment.js';
 import { patternBytes, tempDir } from './helpers.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -112,16 +113,26 @@ describe('recovery', () => {
     const store = await Lsvd.open(options);
     expect(store.openReport.checkpointUsed).toBe(ckpts[0]);
     expect(store.openReport.warnings.join()).toMatch(/unusable \(crc mismatch\)/);
+    // The unusable one goes, so it never becomes the fallback of a later checkpoint.
+    expect(store.openReport.removedFiles).toEqual([ckpts[1]]);
     expect(store.version).toBe(12);
     await verify(store, 12);
     await store.close();
     // Both corrupt: full replay from L1.
-    for (const name of (await readdir(options.dir)).filter((n) => n.endsWith('.ckpt'))) await writeFile(join(options.dir, name), 'garbage');
+    const garbage = (await readdir(options.dir)).filter((n) => n.endsWith('.ckpt'));
+    for (const name of garbage) await writeFile(join(options.dir, name), 'garbage');
     const replayed = await Lsvd.open(options);
     expect(replayed.openReport.checkpointUsed).toBeNull();
+    expect(replayed.openReport.removedFiles.sort()).toEqual(garbage.sort());
     expect(replayed.version).toBe(12);
     await verify(replayed, 12);
     await replayed.close();
+    // The checkpoint written at close is the only one, and clean.
+    const clean = await Lsvd.open(options);
+    expect(clean.openReport.warnings).toEqual([]);
+    expect(clean.openReport.checkpointVersion).toBe(12);
+    expect((await readdir(options.dir)).filter((n) => n.endsWith('.ckpt'))).toEqual([clean.openReport.checkpointUsed]);
+    await clean.close();
   });
 
   it('a missing segment named by the checkpoint is ERR_CORRUPT naming the file', async () => {
@@ -143,6 +154,30 @@ describe('recovery', () => {
     expect(err.code).toBe('ERR_CORRUPT');
     expect(err.message).toContain(segs[2]);
     expect(err.message).toMatch(/gap/);
+  });
+
+  it('drops empty segments after a cut newest first, so a crash during recovery never leaves a numbering gap', async () => {
+    const options = await build(40, { segmentSizeBytes: 16 * 1024 });
+    const segs = (await readdir(options.dir)).filter((n) => n.endsWith('.seg')).sort();
+    const last = Number(segs[segs.length - 1].slice(1, 11));
+    const name = (n: number): string => `L${String(n).padStart(10, '0')}.seg`;
+    // Two later segments holding nothing but their header, and a torn last record before them.
+    await writeFile(join(options.dir, name(last + 1)), encodeSegmentHeader('log', last + 1));
+    await writeFile(join(options.dir, name(last + 2)), encodeSegmentHeader('log', last + 2));
+    const path = join(options.dir, name(last));
+    await truncate(path, (await stat(path)).size - 100);
+    const store = await Lsvd.open(options);
+    expect(store.version).toBe(39);
+    expect(store.openReport.removedFiles).toEqual([name(last + 2), name(last + 1)]);
+    await verify(store, 39);
+    await store.close();
+    // The same for a torn segment creation followed by an empty one.
+    await writeFile(join(options.dir, name(last + 1)), Buffer.alloc(10));
+    await writeFile(join(options.dir, name(last + 2)), encodeSegmentHeader('log', last + 2));
+    const again = await Lsvd.open(options);
+    expect(again.openReport.removedFiles).toEqual([name(last + 2), name(last + 1)]);
+    expect(again.version).toBe(39);
+    await again.close();
   });
 
   it('removes a torn new segment at the tail and output of an interrupted GC', async () => {
