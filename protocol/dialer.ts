@@ -1,7 +1,10 @@
 import { EventEmitter } from 'node:events';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
+import { AuthHeaders, CHALLENGE_PATH, parseChallenge, upgradeHeaders, verifyServer, type LinkSecurity } from './auth.js';
 import { LamportClock } from './clock.js';
-import { type Batch, type Frame, type HelloFrame, type MemberId, type WelcomeFrame } from './frames.js';
+import { ErrorCodes, type Batch, type Frame, type HelloFrame, type MemberId, type WelcomeFrame } from './frames.js';
 import { CloseCodes, Link, type LinkCloseInfo } from './link.js';
 import { resolveLimits, type Limits } from './limits.js';
 import { stderrLogger, type Logger } from './logger.js';
@@ -16,6 +19,12 @@ export interface DialingLinkOptions {
   clock?: LamportClock;
   logger?: Logger;
   limits?: Partial<Limits>;
+  /**
+   * With a secret, every connection proves membership in its upgrade request and checks the
+   * peer's proof before it sends anything (auth.ts); a peer without one is refused. tls.ca is
+   * trusted for wss:// urls.
+   */
+  security?: LinkSecurity;
 }
 
 export interface DialFailure {
@@ -72,6 +81,8 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
   #timer: NodeJS.Timeout | undefined;
   /** Why the attempt in progress failed, when known before the socket closes. */
   #failure: { code: string | undefined; reason: string } | undefined;
+  /** The challenge request of the attempt in progress. */
+  #challengeRequest: ClientRequest | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options: DialingLinkOptions) {
@@ -113,6 +124,7 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
       const ws = this.#ws;
       this.#link = undefined;
       this.#ws = undefined;
+      this.#challengeRequest?.destroy();
       if (link) {
         await link.close(CloseCodes.normal, 'closed by owner');
       } else if (ws) {
@@ -126,6 +138,73 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
   #dial(): void {
     this.#state = 'dialing';
     this.#failure = undefined;
+    const secret = this.#options.security?.secret;
+    if (!secret) {
+      this.#open(undefined);
+      return;
+    }
+    this.#fetchChallenge().then(
+      (challenge) => {
+        this.#challengeRequest = undefined;
+        if (this.#state === 'dialing') this.#open({ secret, challenge });
+      },
+      (failure: { code: string | undefined; reason: string }) => {
+        this.#challengeRequest = undefined;
+        if (this.#state !== 'dialing') return;
+        this.#failure = failure;
+        this.#attemptFailed();
+      },
+    );
+  }
+
+  /** GET the peer's challenge (a small text body), within helloTimeoutMs. */
+  #fetchChallenge(): Promise<Buffer> {
+    const url = new URL(this.url);
+    const secure = url.protocol === 'wss:';
+    url.protocol = secure ? 'https:' : 'http:';
+    url.pathname = CHALLENGE_PATH;
+    url.search = '';
+    return new Promise((resolve, reject) => {
+      const timeoutMs = this.#limits.helloTimeoutMs;
+      const fail = (code: string | undefined, reason: string) => {
+        clearTimeout(timer);
+        req.destroy();
+        reject({ code, reason });
+      };
+      const timer = setTimeout(() => fail(undefined, `no challenge within ${timeoutMs} ms`), timeoutMs);
+      const options = { agent: false as const, headers: { connection: 'close' }, ...this.#tlsOptions() };
+      const req = (secure ? httpsRequest : httpRequest)(url, options, (res: IncomingMessage) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          body += chunk;
+          if (body.length > 1024) fail(ErrorCodes.authFailed, 'challenge too long');
+        });
+        res.on('error', (err) => fail(undefined, err.message));
+        res.on('end', () => {
+          clearTimeout(timer);
+          if (res.statusCode === 404) {
+            return reject({ code: ErrorCodes.authFailed, reason: 'the peer offers no challenge (it runs without a cluster secret): refusing an unauthenticated link' });
+          }
+          const challenge = res.statusCode === 200 ? parseChallenge(body) : null;
+          if (challenge === null) return reject({ code: undefined, reason: `challenge request: HTTP ${res.statusCode}` });
+          resolve(challenge);
+        });
+      });
+      this.#challengeRequest = req;
+      req.on('error', (err) => fail(undefined, err.message));
+      req.end();
+    });
+  }
+
+  #tlsOptions(): { ca?: Buffer | string } {
+    const ca = this.#options.security?.tls?.ca;
+    return ca === undefined ? {} : { ca };
+  }
+
+  #open(auth: { secret: Uint8Array; challenge: Buffer } | undefined): void {
+    const hello = this.#helloFrame();
+    const credential = auth ? upgradeHeaders(auth.secret, auth.challenge, { clusterId: hello.clusterId, id: hello.id, role: hello.role }) : undefined;
     const ws = new WebSocket(this.url, {
       maxPayload: this.#limits.maxMessageBytes,
       perMessageDeflate: false,
@@ -133,8 +212,39 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
       // Masking guards browsers' proxies against cache poisoning; between cluster members it
       // only costs an XOR pass over every byte on both ends. A zero mask makes ws skip it.
       generateMask: zeroMask,
+      ...(credential ? { headers: credential.headers } : {}),
+      ...this.#tlsOptions(),
     });
     this.#ws = ws;
+    if (auth && credential) {
+      // Nothing is sent to a peer that cannot prove membership: check before 'open'.
+      ws.once('upgrade', (res: IncomingMessage) => {
+        const verdict = verifyServer(auth.secret, auth.challenge, credential.nonce, hello.clusterId, res.headers);
+        if (!verdict.ok) {
+          this.#failure = { code: ErrorCodes.authFailed, reason: verdict.reason };
+          ws.terminate();
+        }
+      });
+    }
+    ws.once('unexpected-response', (req: ClientRequest, res: IncomingMessage) => {
+      // A refusal (401/403/503) says why in a header and a short body.
+      const code = res.headers[AuthHeaders.error];
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        if (body.length < 512) body += chunk;
+      });
+      const done = () => {
+        this.#failure ??= {
+          code: typeof code === 'string' ? code : undefined,
+          reason: `refused: HTTP ${res.statusCode}${body ? `: ${body.trim().slice(0, 512)}` : ''}`,
+        };
+        if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+        else req.destroy();
+      };
+      res.once('end', done);
+      res.once('error', done);
+    });
     const onError = (err: Error) => {
       this.#failure ??= { code: undefined, reason: err.message };
     };

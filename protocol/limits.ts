@@ -13,7 +13,11 @@ export const limits = {
   /** Dialing links retry with exponential backoff between these bounds. */
   reconnectMinMs: 50,
   reconnectMaxMs: 2000,
-  /** A dialed link that sends no welcome within this time is dropped and redialed. */
+  /**
+   * Every handshake step has this long: a dialed link with no welcome is dropped and redialed; an
+   * accepted connection that has not completed its HTTP request, or its hello, is dropped (slow
+   * loris); a challenge is valid this long.
+   */
   helloTimeoutMs: 5000,
   /** Error frames answered per second per link; past it, bad frames are dropped and counted. */
   errorRepliesPerSecond: 20,
@@ -35,6 +39,23 @@ export const limits = {
   closeGraceMs: 1000,
   /** A dialed link that stayed up this long resets its reconnect backoff to reconnectMinMs. */
   stableLinkMs: 10_000,
+
+  // Added with link security (protocol/auth.ts, server.ts): what a stranger or a stuck peer may cost.
+  /**
+   * Past this many bytes pending on one link (queued + in ws + in the socket), the peer is not
+   * reading: the link is dropped rather than buffering without end. Callers that honour
+   * backpressure stop at sendHighWaterBytes; this catches the frames sent regardless (acks,
+   * read replies, heartbeats) to a peer that stopped reading.
+   */
+  sendMaxPendingBytes: 128 * 1024 * 1024,
+  /** TCP connections on one link port still in their handshake (HTTP upgrade, auth, hello), per remote address. */
+  maxPendingLinksPerAddress: 16,
+  /** TCP connections on one link port, in any state. */
+  maxConnections: 1024,
+  /** Refused links logged per second per server and error code; the rest are counted in the next line. */
+  refusalLogsPerSecond: 5,
+  /** Spent challenges remembered (against replay) until they expire after helloTimeoutMs. */
+  maxUsedChallenges: 4096,
 } as const;
 
 /** The shape of `limits`, with numbers widened so tests and callers can override some. */

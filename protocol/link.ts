@@ -19,6 +19,10 @@ export const CloseCodes = {
   badHello: 4003,
   welcomeTimeout: 4004,
   refused: 4005,
+  /** The hello does not match the credential of the upgrade request. */
+  authFailed: 4006,
+  /** More than limits.sendMaxPendingBytes pending: the peer stopped reading, the link is dropped. */
+  peerNotReading: 4007,
 } as const;
 
 export interface LinkCloseInfo {
@@ -165,11 +169,23 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#flushScheduled = true;
       setImmediate(this.#flushFromTimer);
     }
-    if (this.#queuedBytes + this.#ws.bufferedAmount >= this.#limits.sendHighWaterBytes) {
+    const pendingBytes = this.#queuedBytes + this.#ws.bufferedAmount;
+    if (pendingBytes >= this.#limits.sendHighWaterBytes) {
+      if (pendingBytes > this.#limits.sendMaxPendingBytes) this.#dropNotReading(pendingBytes);
       this.#needDrain = true;
       return false;
     }
     return true;
+  }
+
+  /** A peer that does not read must not make us buffer without end: drop the link, queue and all. */
+  #dropNotReading(pendingBytes: number): void {
+    const reason = `peer not reading: ${pendingBytes} bytes pending, limit ${this.#limits.sendMaxPendingBytes}`;
+    this.#logger.error({ peer: this.label, pendingBytes }, `protocol: dropping link, ${reason}`);
+    this.#closeInfo ??= { code: CloseCodes.peerNotReading, reason };
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#ws.terminate();
   }
 
   /** Send what is queued now, as one message. */

@@ -7,6 +7,8 @@ describe('limits', () => {
     expect(limits.batchFlushBytes + limits.maxIoBytes + 64 * 1024).toBeLessThanOrEqual(limits.maxMessageBytes);
     expect(limits.imageChunkBytes).toBeLessThanOrEqual(limits.maxIoBytes);
     expect(limits.sendLowWaterBytes).toBeLessThan(limits.sendHighWaterBytes);
+    // Room past high water for what is sent regardless of backpressure (a largest read reply or two).
+    expect(limits.sendHighWaterBytes + 2 * limits.maxIoBytes).toBeLessThanOrEqual(limits.sendMaxPendingBytes);
     expect(limits.reconnectMinMs).toBeLessThanOrEqual(limits.reconnectMaxMs / 2);
     expect(limits.maxIoBytes).toBeLessThanOrEqual(Number.MAX_SAFE_INTEGER);
   });

@@ -3,6 +3,7 @@ import { LamportClock } from '../../protocol/clock.js';
 import { decodeBatch } from '../../protocol/codec.js';
 import type { DialingLink } from '../../protocol/dialer.js';
 import type { Frame } from '../../protocol/frames.js';
+import { CloseCodes, type LinkCloseInfo } from '../../protocol/link.js';
 import { writeFrame } from './fixtures.js';
 import { dial, nextTurn, RawClient, startServer, upOnce, waitFor, type TestServer } from './net.js';
 
@@ -116,6 +117,29 @@ describe('Link', () => {
       while (raw.messages.length) received += decodeBatch(raw.messages.shift()!).frames.length;
       return received === sent;
     }, 'every frame, none lost');
+  });
+
+  it('drops a link whose peer stops reading once sends past the high-water mark pile up to sendMaxPendingBytes', async () => {
+    const srv = await startServer({ limits: { sendHighWaterBytes: 1 << 20, sendLowWaterBytes: 256 << 10, sendMaxPendingBytes: 4 << 20 } });
+    cleanups.push(() => srv.server.close());
+    const raw = await RawClient.open(srv.url);
+    cleanups.push(() => raw.close());
+    raw.sendBatch({ from: 'raw', lc: 1, frames: [{ t: 'hello', role: 'driver', id: 'raw', epoch: 1, clusterId: 'c1' }] });
+    await raw.nextBatch();
+    (raw.ws as unknown as { _socket: import('node:net').Socket })._socket.pause();
+    const link = srv.accepted[0]!;
+    const closed = new Promise<LinkCloseInfo>((r) => link.once('close', r));
+    // A sender that ignores backpressure (as acks and read replies to a stuck peer would).
+    let maxPendingBytes = 0;
+    for (let turn = 0; turn < 2000 && link.isOpen; turn++) {
+      for (let i = 0; i < 8 && link.isOpen; i++) link.send(writeFrame(turn * 8 + i + 1, 64 * 1024));
+      maxPendingBytes = Math.max(maxPendingBytes, link.pendingBytes);
+      await nextTurn();
+    }
+    expect(link.isOpen).toBe(false);
+    expect(maxPendingBytes).toBeLessThanOrEqual((4 << 20) + 64 * 1024 + 64);
+    expect(await closed).toMatchObject({ code: CloseCodes.peerNotReading, reason: expect.stringContaining('peer not reading') });
+    expect(srv.lines.some((l) => l.level === 'error' && l.msg?.includes('peer not reading'))).toBe(true);
   });
 
   it('flushes queued frames on close(), which is idempotent', async () => {
