@@ -124,6 +124,25 @@ export interface HeartbeatFrame {
   appliedVersion: number;
   durableVersion: number;
   view: Record<MemberId, number>;
+  /** The driver's I/O for the visualizer; absent from replicas and from older drivers. */
+  io?: IoStats;
+}
+
+/**
+ * What the driver's NBD export did: counters since the driver started (rates survive a lost
+ * heartbeat), and latency over the requests completed since the previous heartbeat.
+ */
+export interface IoStats {
+  /** Requests completed: reads, writes, trims, zeroes, flushes. */
+  ops: number;
+  readBytes: number;
+  writeBytes: number;
+  /** Requests that failed. */
+  errors: number;
+  /** Requests completed since the previous heartbeat, and their latency percentiles (0 when none). */
+  windowOps: number;
+  latencyMsP50: number;
+  latencyMsP99: number;
 }
 
 export interface ChainMember {
@@ -188,5 +207,11 @@ export const ErrorCodes = {
   linkDown: 'ERR_LINK_DOWN',
   /** The dialing side sent no hello (or something else first) within limits.helloTimeoutMs. */
   helloTimeout: 'ERR_HELLO_TIMEOUT',
+  /** The peer offered no cluster credential; this member requires one (protocol/auth.ts). */
+  authRequired: 'ERR_AUTH_REQUIRED',
+  /** A credential that does not prove membership: wrong secret, stale or replayed challenge, mismatched hello. */
+  authFailed: 'ERR_AUTH_FAILED',
+  /** Too many links still in their handshake (from this address, or in all); try again later. */
+  overloaded: 'ERR_OVERLOADED',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -230,6 +230,18 @@ function checkHeartbeat(f: Obj, index: number): void {
       bad(at(index, 'heartbeat'), `view[${JSON.stringify(key)}]`, 'a finite non-negative number of ms', ms);
     }
   }
+  if (f.io !== undefined) checkIoStats(f.io, index);
+}
+
+function checkIoStats(io: unknown, index: number): void {
+  if (!isPlainObject(io)) bad(at(index, 'heartbeat'), 'io', 'absent or an object of I/O counters', io);
+  for (const key of ['ops', 'readBytes', 'writeBytes', 'errors', 'windowOps'] as const) {
+    if (!isUint(io[key])) bad(at(index, 'heartbeat'), `io.${key}`, EXPECT_UINT, io[key]);
+  }
+  for (const key of ['latencyMsP50', 'latencyMsP99'] as const) {
+    const ms = io[key];
+    if (typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) bad(at(index, 'heartbeat'), `io.${key}`, 'a finite non-negative number of ms', ms);
+  }
 }
 
 function checkConfig(f: Obj, index: number): void {
