@@ -13,9 +13,15 @@ import { controllerMachine, controllerStatus, type ControllerEmitted, type Contr
 import { LamportClock } from '../protocol/clock.js';
 import type { ChainMember, ConfigFrame, Frame, HelloFrame, MemberId } from '../protocol/frames.js';
 import type { Link } from '../protocol/link.js';
+import type { LinkSecurity } from '../protocol/auth.js';
+import { limits } from '../protocol/limits.js';
 import { LinkServer } from '../protocol/server.js';
 import { loadControllerState, saveControllerState } from './controller-state.js';
 import { controllerGauges, MemberMetrics } from './metrics.js';
+import { Visualizer } from './visualizer.js';
+
+/** What GET /status answers (and `freebs status` prints). */
+export type { ControllerStatus, MemberStatus } from '../machines/controller.js';
 
 /** Starts replacement replicas. Local processes by default; other environments plug in their own. */
 export interface ReplicaSpawner {
@@ -27,6 +33,8 @@ export interface ReplicaSpawner {
 
 export interface ControllerOptions {
   clusterId: string;
+  /** Cluster secret and TLS for every link (protocol/auth.ts); none: unauthenticated, dev only. */
+  security?: LinkSecurity;
   /** Where the controller keeps controller.json. */
   stateDir: string;
   host: string;
@@ -52,11 +60,22 @@ export class ControllerProcess {
   private readonly heartbeatsMissed = this.metrics.counter('freebs_heartbeats_missed_total', 'Times a member went inactive (2T without a heartbeat)', ['peer']);
   private readonly reconfigurations = this.metrics.counter('freebs_reconfigurations_total', 'New chain configurations (epochs) broadcast');
   private closed = false;
+  /** The page at / and its live trace (actors/visualizer.ts). */
+  readonly viz: Visualizer;
+  private listenUrl = '';
 
   private constructor(private readonly options: ControllerOptions) {
     const resume = loadControllerState(options.stateDir);
     if (resume) options.log.info({ epoch: resume.epoch, chain: resume.chain.map((m) => m.id) }, 'resuming from persisted state');
+    this.viz = new Visualizer({
+      heartbeatMs: options.heartbeatMs,
+      status: () => this.status(),
+      linked: () => new Set(this.links.keys()),
+      source: () => this.listenUrl,
+      log: options.log.child({ component: 'viz' }),
+    });
     this.actor = createActor(controllerMachine, {
+      inspect: this.viz.inspect,
       input: {
         clusterId: options.clusterId,
         volume: options.volume,
@@ -64,20 +83,28 @@ export class ControllerProcess {
         driverId: options.driverId,
         replicaCount: options.replicaCount,
         heartbeatIntervalMs: options.heartbeatMs,
+        // Members redial a lost controller with backoff (at most limits.reconnectMaxMs apart): give
+        // them that long, plus a beat, to report in before their silence counts.
+        bootGraceTicks: Math.ceil(limits.reconnectMaxMs / options.heartbeatMs) + 1,
         ...(resume ? { resume } : {}),
       },
     });
-    this.actor.on('*', (e) => this.carryOut(e as ControllerEmitted));
+    this.actor.on('*', (e) => {
+      this.carryOut(e as ControllerEmitted);
+      this.viz.emitted(e as ControllerEmitted);
+    });
     controllerGauges(this.metrics, () => this.status());
     this.server = new LinkServer({
       localId: 'controller',
       clusterId: options.clusterId,
+      security: options.security,
       host: options.host,
       port: options.port,
       clock: this.clock,
       logger: options.log,
       onLink: (link, hello) => this.accept(link, hello),
       httpHandler: (req, res) => this.http(req, res),
+      upgradeHandler: (req, socket, head) => this.viz.upgrade(req, socket, head),
     });
   }
 
@@ -85,6 +112,8 @@ export class ControllerProcess {
     const controller = new ControllerProcess(options);
     controller.actor.start();
     const { port } = await controller.server.listen();
+    controller.listenUrl = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}/`;
+    controller.viz.start();
     options.log.info({ port, epoch: controller.actor.getSnapshot().context.epoch }, 'controller listening');
     return { controller, port };
   }
@@ -96,6 +125,7 @@ export class ControllerProcess {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.viz.close();
     this.actor.stop();
     await this.server.close();
   }
@@ -110,13 +140,16 @@ export class ControllerProcess {
     const previous = this.links.get(hello.id);
     if (previous && previous !== link) void previous.close();
     this.links.set(hello.id, link);
+    this.viz.linkChanged(hello.id, true);
     this.log.info({ member: hello.id, role: hello.role, epoch: hello.epoch }, 'member linked');
     if (hello.role === 'driver') this.actor.send({ type: 'driver.attach', id: hello.id });
     // A member with an older epoch learns the current configuration at once.
     if (hello.epoch < ctx.epoch && this.isConcerned(hello.id)) link.send(this.currentConfig());
     link.on('batch', (batch) => this.receive(hello, batch.frames));
     link.on('close', () => {
-      if (this.links.get(hello.id) === link) this.links.delete(hello.id);
+      if (this.links.get(hello.id) !== link) return;
+      this.links.delete(hello.id);
+      this.viz.linkChanged(hello.id, false);
     });
   }
 
@@ -128,9 +161,11 @@ export class ControllerProcess {
           this.log.warn({ link: hello.id, claimed: frame.id }, 'heartbeat with another member id ignored');
           continue;
         }
+        this.viz.heartbeat(frame);
         this.actor.send({ type: 'heartbeat', frame });
       } else if (frame.t === 'error') {
         this.log.warn({ member: hello.id, code: frame.code, message: frame.message }, 'member reported an error');
+        this.viz.memberError(hello.id, frame);
       }
     }
   }
@@ -213,7 +248,8 @@ export class ControllerProcess {
     }
     if (this.metrics.serve(req, res)) return;
     if (this.options.httpHandler?.(req, res)) return;
+    if (this.viz.http(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found: try /status or /metrics\n');
+    res.end('not found: try / (the visualizer), /status or /metrics\n');
   }
 }

@@ -14,6 +14,7 @@ import { LamportClock } from '../protocol/clock.js';
 import { NbdServer } from '../nbd/server.js';
 import { ControllerLink, PeerSightings } from './controller-link.js';
 import { driverGauges, instrumentVolume, MemberMetrics } from './metrics.js';
+import { IoMeter } from './io-meter.js';
 import { ReplicatedVolume } from './replicated-volume.js';
 
 export interface DriverOptions {
@@ -48,6 +49,8 @@ export class DriverProcess {
   private readonly sightings = new PeerSightings();
   private readonly metrics: MemberMetrics;
   private http: Server | null = null;
+  /** IOPS, bytes and latency for the heartbeat (the visualizer's chart). */
+  private readonly io = new IoMeter();
 
   private constructor(private readonly options: DriverOptions) {
     const { tickMs } = options;
@@ -80,7 +83,7 @@ export class DriverProcess {
     else driver.linkController(options.controllerUrl!);
     options.log.info('waiting for a configuration and a majority of its replicas');
     await waitFor(driver.actor, (s) => s.matches('attached'), { timeout: Infinity });
-    const volume = instrumentVolume(driver.volume, driver.metrics);
+    const volume = driver.io.wrap(instrumentVolume(driver.volume, driver.metrics));
     const nbd = new NbdServer({
       catalog: {
         list: () => [{ name: options.volume.name, description: `FreEBS volume ${options.volume.name}` }],
@@ -160,6 +163,8 @@ export class DriverProcess {
         return { epoch: s.context.epoch, state: String(s.value), appliedVersion: s.context.committedVersion, durableVersion: s.context.durableCommittedVersion };
       },
       onConfig: (config) => this.actor.send({ type: 'config', config }),
+      machine: this.actor,
+      io: () => this.io.sample(),
     });
   }
 
@@ -213,6 +218,13 @@ export class DriverProcess {
         case 'error':
           this.log.warn({ replica: from, code: frame.code, message: frame.message }, 'replica refused');
           this.actor.send({ type: 'peer.error', from, frame });
+          // A replica on an older epoch may have missed the controller's config: pass ours on.
+          if (!this.staticConfig && frame.epoch !== undefined && frame.epoch < this.actor.getSnapshot().context.epoch) this.passConfigOn(from);
+          break;
+        case 'config':
+          // With a refusal, a replica passes on a newer config of the controller's that we missed
+          // (the controller died before it reached us); the machine adopts only a newer one.
+          if (!this.staticConfig) this.actor.send({ type: 'config', config: frame });
           break;
         default:
           break;
@@ -220,6 +232,12 @@ export class DriverProcess {
     }
     // The link says who sent it; a frame's own id field is not trusted.
     if (ack) this.actor.send({ type: 'ack', id: from, epoch: ack.epoch, appliedVersion: ack.appliedVersion, durableVersion: ack.durableVersion });
+  }
+
+  private passConfigOn(to: MemberId): void {
+    const c = this.actor.getSnapshot().context;
+    if (!c.volume || c.chain.length === 0) return;
+    this.links.get(to)?.send({ t: 'config', epoch: c.epoch, chain: c.chain, driverId: this.options.id, volume: c.volume });
   }
 
   private send(e: Extract<DriverEmitted, { type: 'send' }>): void {

@@ -3,6 +3,7 @@
  * others, on a port the OS picks, linked to this controller. Other environments (systemd,
  * Kubernetes) implement ReplicaSpawner with their own way of starting a member.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ChainMember, MemberId } from '../protocol/frames.js';
 import type { ReplicaSpawner } from './controller.js';
@@ -16,6 +17,8 @@ export interface LocalSpawnerOptions {
   controllerUrl: () => string;
   clusterId: string;
   heartbeatMs: number;
+  /** More `freebs replica` flags, e.g. the cluster secret and TLS files. */
+  extraArgs?: string[];
 }
 
 export class LocalSpawner implements ReplicaSpawner {
@@ -25,19 +28,25 @@ export class LocalSpawner implements ReplicaSpawner {
 
   async spawn(id: MemberId): Promise<ChainMember> {
     const o = this.options;
+    const dir = path.join(o.dataDir, id);
+    // A controller that restarted asks again for the replacements it was waiting on; one started
+    // by the previous run may still be running on that directory. Two processes must never share
+    // an LSVD: stop it, and start afresh on what it wrote (it resyncs from there).
+    await stopLeftover(dir);
     const member = spawnMember(id, [
-      'replica', '--id', id, '--dir', path.join(o.dataDir, id), '--size', String(o.sizeBytes),
+      'replica', '--id', id, '--dir', dir, '--size', String(o.sizeBytes),
       '--host', o.host, '--port', '0', '--controller', o.controllerUrl(), '--cluster', o.clusterId,
-      '--heartbeat-ms', String(o.heartbeatMs),
+      '--heartbeat-ms', String(o.heartbeatMs), ...(o.extraArgs ?? []),
     ], o.logDir);
     this.started.set(id, member);
-    const line = await waitForLine(member, /^replica \S+ listening on (ws:\/\/\S+)/);
-    return { id, url: /(ws:\/\/\S+)/.exec(line)![1] };
+    const line = await waitForLine(member, /^replica \S+ listening on (wss?:\/\/\S+)/);
+    return { id, url: /(wss?:\/\/\S+)/.exec(line)![1] };
   }
 
   cancel(id: MemberId): void {
     const member = this.started.get(id);
     if (member) void stopMember(member);
+    else void stopLeftover(path.join(this.options.dataDir, id));
     this.started.delete(id);
   }
 
@@ -45,4 +54,41 @@ export class LocalSpawner implements ReplicaSpawner {
   get processes(): MemberProcess[] {
     return [...this.started.values()];
   }
+}
+
+/** The pid in DIR/replica.pid if that process is alive and is `freebs replica --dir DIR`. */
+function replicaPidOf(dir: string): number | null {
+  try {
+    const pid = Number(readFileSync(path.join(dir, 'replica.pid'), 'utf8'));
+    if (!Number.isInteger(pid) || pid <= 0) return null;
+    // A pid file left by a crash may name an unrelated process by now: check what it runs.
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.includes('replica') && argv.includes(dir) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stop a replica of `dir` left running by an earlier controller (SIGTERM, then SIGKILL). */
+async function stopLeftover(dir: string, timeoutMs = 10_000): Promise<void> {
+  const pid = replicaPidOf(dir);
+  if (pid === null) return;
+  try {
+    process.kill(pid, 'SIGCONT');
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
 }

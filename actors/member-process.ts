@@ -8,6 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const cliPath = fileURLToPath(new URL('../cli/freebs.ts', import.meta.url));
+/** tsx resolved from here, not from the working directory (a systemd unit's may be anywhere). */
+const tsxLoader = import.meta.resolve('tsx');
 
 export interface MemberProcess {
   id: string;
@@ -24,7 +26,7 @@ export function spawnMember(id: string, args: string[], logDir: string): MemberP
   mkdirSync(logDir, { recursive: true });
   const logPath = path.join(logDir, `${id}.log`);
   const logFd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', logFd], detached: true });
+  const child = spawn(process.execPath, ['--import', tsxLoader, cliPath, ...args], { stdio: ['ignore', 'pipe', logFd], detached: true });
   closeSync(logFd);
   child.stdout!.pipe(createWriteStream(logPath, { flags: 'a' }));
   return { id, child, logPath };

@@ -6,7 +6,8 @@
 import type { Logger } from 'pino';
 import { createActor, type Actor } from 'xstate';
 import { replicaMachine, type ReplicaEmitted, type ReplicaMachine } from '../machines/replica.js';
-import type { ErrorFrame, Frame, HelloFrame, MemberId, SyncStartFrame, WriteFrame } from '../protocol/frames.js';
+import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
+import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
 import type { Link } from '../protocol/link.js';
 import { LinkServer } from '../protocol/server.js';
@@ -27,6 +28,8 @@ export interface ReplicaOptions {
   host: string;
   port: number;
   clusterId: string;
+  /** Cluster secret and TLS for every link (protocol/auth.ts); none: unauthenticated, dev only. */
+  security?: LinkSecurity;
   /** ws:// address of the controller; without one, the driver hands out the (static) configuration. */
   controllerUrl?: string;
   heartbeatMs?: number;
@@ -76,6 +79,7 @@ export class ReplicaProcess {
       host: options.host,
       port: options.port,
       clusterId: options.clusterId,
+      security: options.security,
       clock: this.clock,
       logger: options.log,
       onLink: (link, hello) => this.accept(link, hello),
@@ -137,6 +141,7 @@ export class ReplicaProcess {
       id: this.options.id,
       role: 'replica',
       clusterId: this.options.clusterId,
+      security: this.options.security,
       heartbeatMs,
       clock: this.clock,
       log: this.log,
@@ -146,6 +151,7 @@ export class ReplicaProcess {
         return { epoch: s.context.epoch, state: String(s.value), appliedVersion: s.context.appliedVersion, durableVersion: s.context.durableVersion };
       },
       onConfig: (config) => this.actor.send({ type: 'config', config }),
+      machine: this.actor,
     });
   }
 
@@ -189,11 +195,15 @@ export class ReplicaProcess {
           this.actor.send({ type: 'sync.request', from: hello.id, frame });
           break;
         case 'config':
-          // Without a controller the driver carries the static configuration; with one, only it configures.
-          if (!this.options.controllerUrl && hello.role === 'driver') this.actor.send({ type: 'config', config: frame });
+          // Without a controller the driver carries the static configuration. With one, only it
+          // issues configurations, but a peer may pass one on (one we missed while the controller
+          // was down); the machine adopts only a newer one.
+          if (this.options.controllerUrl || hello.role === 'driver') this.actor.send({ type: 'config', config: frame });
           break;
         case 'error':
           this.log.warn({ peer: hello.id, code: frame.code, message: frame.message }, 'peer reported an error');
+          // A successor still on an older epoch missed the controller's config: pass ours on.
+          if (this.options.controllerUrl && frame.epoch !== undefined && frame.epoch < this.actor.getSnapshot().context.epoch) this.passConfigOn(hello.id);
           break;
         default:
           this.refuse(hello.id, { t: 'error', code: 'ERR_BAD_FRAME', message: `a replica does not take ${frame.t} frames from a ${hello.role}` });
@@ -240,8 +250,13 @@ export class ReplicaProcess {
             this.image = { start: frame, written, chunks: 0, after: [] };
           } else this.actor.send({ type: 'sync.start', frame });
           break;
+        case 'config':
+          // Passed on by the predecessor with a refusal: the controller's, newer than ours.
+          if (this.options.controllerUrl) this.actor.send({ type: 'config', config: frame });
+          break;
         case 'error':
           this.log.warn({ peer: predecessorId, code: frame.code, message: frame.message }, 'predecessor refused; asking again shortly');
+          if (this.options.controllerUrl && frame.epoch !== undefined && frame.epoch < this.actor.getSnapshot().context.epoch) this.passConfigOn(predecessorId);
           // Typically it has not heard of the new configuration yet: it will, so ask again.
           this.retrySyncSoon();
           break;
@@ -335,6 +350,9 @@ export class ReplicaProcess {
         } else {
           this.refuse(e.to, e.frame);
         }
+        // A peer on an older epoch may have missed the controller's config (sent just before the
+        // controller died, say): pass ours on, or it waits for the controller to come back.
+        if (e.frame.code === ErrorCodes.epochStale && this.options.controllerUrl) this.passConfigOn(e.to);
         break;
       case 'forwardFrom':
         this.startForwarding(e.to, e.fromVersion);
@@ -357,9 +375,23 @@ export class ReplicaProcess {
     }
   }
 
+  /** A peer's link: one it dialed (driver, successor), or ours to the predecessor. */
+  private linkTo(id: MemberId): { send(frame: Frame): boolean } | undefined {
+    const inbound = this.peers.get(id);
+    if (inbound) return inbound;
+    return this.upstream && this.actor.getSnapshot().context.predecessor?.id === id ? this.upstream : undefined;
+  }
+
+  private passConfigOn(to: MemberId): void {
+    const c = this.actor.getSnapshot().context;
+    if (c.chain.length === 0 || !c.driverId || !c.volume) return;
+    this.linkTo(to)?.send({ t: 'config', epoch: c.epoch, chain: c.chain, driverId: c.driverId, volume: c.volume });
+  }
+
   private refuse(to: MemberId, frame: ErrorFrame): void {
     this.log.warn({ peer: to, code: frame.code, message: frame.message }, 'refused a frame');
-    this.peers.get(to)?.send(frame);
+    // Refusals of what the predecessor forwards go back on our link to it: it learns our epoch.
+    this.linkTo(to)?.send(frame);
   }
 
   private startForwarding(to: MemberId, fromVersion: number): void {
@@ -392,6 +424,7 @@ export class ReplicaProcess {
       hello: () => ({ ...hello, epoch: this.actor.getSnapshot().context.epoch }),
       clock: this.clock,
       logger: this.log.child({ predecessor: predecessorId }),
+      security: this.options.security,
     });
     this.upstream = upstream;
     upstream.on('up', () => this.requestSync());

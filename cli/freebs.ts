@@ -4,8 +4,10 @@
  * (for separate hosts); `serve` exports a single local LSVD (like `nbdkit file`).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { ConfigError, resolveOptions, type MemberCommand } from './config.js';
 import { parseSizeBytes } from './size.js';
-import { runController, runDriver, runReplica, runServe } from './members.js';
+import { runController, runDriver, runReplica, runServe, type ControllerCliOptions, type DriverCliOptions, type ReplicaCliOptions } from './members.js';
+import { runStatus } from './status.js';
 import { runUp } from './up.js';
 
 function size(text: string): number {
@@ -26,6 +28,34 @@ function positive(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1, got "${text}"`);
   return n;
+}
+
+/** Flags every member command takes: its config file, the cluster secret, TLS. */
+function memberCommand(name: MemberCommand, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option('--config <file>', 'YAML config file; its keys are these flags without the dashes (flags override it)')
+    .addOption(new Option('--secret-file <path>', 'file holding the cluster secret (every member must have the same)').env('FREEBS_SECRET_FILE'))
+    .option('--tls-cert <path>', 'PEM certificate: accept links over TLS (wss://)')
+    .option('--tls-key <path>', 'PEM private key of --tls-cert')
+    .option('--tls-ca <path>', 'PEM CA bundle to trust for wss:// peers (default: the system CAs)')
+    .option('--insecure', 'allow running without a cluster secret on a non-loopback address');
+}
+
+/** The action of a member command: options after its --config file, then run. */
+function withConfig<T>(name: MemberCommand, run: (options: T) => Promise<void>) {
+  return async (_options: unknown, cmd: Command): Promise<void> => {
+    let options: T;
+    try {
+      options = resolveOptions<T>(cmd, name);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      console.error(`freebs: ${err.message}\n(see freebs ${name} --help)`);
+      process.exit(2);
+    }
+    await run(options);
+  };
 }
 
 // Members started by `freebs up` print their ready line to a pipe that may close before them.
@@ -51,40 +81,34 @@ program
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
   .action(runUp);
 
-program
-  .command('replica')
-  .description('run one replica: its LSVD in --dir, accepting links on --port')
-  .requiredOption('--id <id>', 'member id, unique in the cluster')
-  .requiredOption('--dir <path>', 'data directory of this replica')
+memberCommand('replica', 'run one replica: its LSVD in --dir, accepting links on --port')
+  .option('--id <id>', 'member id, unique in the cluster (required)')
+  .option('--dir <path>', 'data directory of this replica (required)')
   .option('--size <bytes>', 'volume size, needed when the directory is new', size)
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
-  .requiredOption('--port <port>', 'port to accept links on', port)
+  .option('--port <port>', 'port to accept links on (required; 0 = any free port)', port)
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
   .option('--controller <url>', 'ws:// address of the controller (without one, the driver configures the chain)')
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
-  .action(runReplica);
+  .action(withConfig<ReplicaCliOptions>('replica', runReplica));
 
-program
-  .command('driver')
-  .description('run the driver: forwards NBD requests to the replica chain')
+memberCommand('driver', 'run the driver: forwards NBD requests to the replica chain')
   .option('--id <id>', 'member id', 'driver')
   .option('--chain <list>', 'static chain, head first: id=ws://host:port,… (when there is no controller)')
   .option('--controller <url>', 'ws:// address of the controller, which then configures the chain')
-  .requiredOption('--size <bytes>', 'volume size', size)
+  .option('--size <bytes>', 'volume size (required)', size)
   .option('--name <export>', 'NBD export name', 'freebs')
   .option('--host <addr>', 'address for the NBD server', '127.0.0.1')
   .option('--nbd-port <port>', 'NBD port', port, 10809)
   .option('--http-port <port>', 'serve /status and /metrics (Prometheus) on this port', port)
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
-  .action(runDriver);
+  .action(withConfig<DriverCliOptions>('driver', runDriver));
 
-program
-  .command('controller')
-  .description('run the controller: watches heartbeats, reconfigures the chain on failure, starts replacements')
-  .requiredOption('--dir <path>', 'state directory (controller.json) and home of replacement replicas')
-  .requiredOption('--chain <list>', 'initial chain, head first: id=ws://host:port,… (ignored once state is persisted)')
-  .requiredOption('--size <bytes>', 'volume size', size)
+memberCommand('controller', 'run the controller: watches heartbeats, reconfigures the chain on failure, starts replacements')
+  .option('--dir <path>', 'state directory (controller.json) and home of replacement replicas (required)')
+  .option('--chain <list>', 'initial chain, head first: id=ws://host:port,… (required; ignored once state is persisted)')
+  .option('--size <bytes>', 'volume size (required)', size)
   .option('--name <export>', 'volume name', 'freebs')
   .option('--driver-id <id>', 'the driver allowed to attach first', 'driver')
   .option('--replicas <n>', 'how many replicas the chain should have', positive, 3)
@@ -93,7 +117,14 @@ program
   .option('--heartbeat-ms <ms>', 'heartbeat period T (inactive after 2T, failed after 4T)', positive, 500)
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
   .option('--no-spawn', 'do not start replacement replicas (another system does)')
-  .action(runController);
+  .action(withConfig<ControllerCliOptions>('controller', runController));
+
+program
+  .command('status')
+  .description("every member as the controller sees it: role, liveness, state, version, lag, epoch, last heartbeat")
+  .addOption(new Option('--controller <url>', 'the controller (http://, ws:// or host:port)').env('FREEBS_CONTROLLER').default('http://127.0.0.1:8080'))
+  .option('--json', "print the controller's /status document instead of a table")
+  .action(runStatus);
 
 program
   .command('serve')

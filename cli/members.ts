@@ -13,6 +13,7 @@ import { openLsvdStore } from '../actors/lsvd-store.js';
 import { ReplicaProcess } from '../actors/replica.js';
 import type { ChainMember } from '../protocol/frames.js';
 import { NbdServer } from '../nbd/server.js';
+import { isLoopback, loadSecurity, type SecurityFlags } from './security.js';
 
 /** Stop on the first SIGINT/SIGTERM; a second one forces the exit. */
 function onSignals(close: () => Promise<void>): void {
@@ -37,8 +38,32 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-export async function runReplica(options: { id: string; dir: string; size?: number; host: string; port: number; cluster: string; controller?: string; heartbeatMs: number }): Promise<void> {
+function security(flags: SecurityFlags, name: string, listenHost: string | null, log: ReturnType<typeof createLogger>) {
+  try {
+    return loadSecurity(flags, { name, listenHost, log });
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+}
+
+/** The flags every security-aware member takes again when it starts another (replacements). */
+export function securityArgs(flags: SecurityFlags): string[] {
+  const args: string[] = [];
+  if (flags.secretFile !== undefined) args.push('--secret-file', path.resolve(flags.secretFile));
+  if (flags.tlsCert !== undefined) args.push('--tls-cert', path.resolve(flags.tlsCert));
+  if (flags.tlsKey !== undefined) args.push('--tls-key', path.resolve(flags.tlsKey));
+  if (flags.tlsCa !== undefined) args.push('--tls-ca', path.resolve(flags.tlsCa));
+  if (flags.insecure) args.push('--insecure');
+  return args;
+}
+
+export interface ReplicaCliOptions extends SecurityFlags {
+  id: string; dir: string; size?: number; host: string; port: number; cluster: string; controller?: string; heartbeatMs: number;
+}
+
+export async function runReplica(options: ReplicaCliOptions): Promise<void> {
   const log = createLogger(options.id);
+  const linkSecurity = security(options, `replica ${options.id}`, options.host, log);
   const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
   const { replica, port } = await ReplicaProcess.start({
     id: options.id,
@@ -46,6 +71,7 @@ export async function runReplica(options: { id: string; dir: string; size?: numb
     host: options.host,
     port: options.port,
     clusterId: options.cluster,
+    security: linkSecurity,
     ...(options.controller ? { controllerUrl: options.controller } : {}),
     heartbeatMs: options.heartbeatMs,
     log,
@@ -56,7 +82,9 @@ export async function runReplica(options: { id: string; dir: string; size?: numb
     await replica.close();
     rmSync(path.join(options.dir, 'replica.pid'), { force: true });
   });
-  console.log(`replica ${options.id} listening on ws://${options.host}:${port} at version ${store.version}`);
+  const scheme = linkSecurity.tls?.cert ? 'wss' : 'ws';
+  const auth = linkSecurity.secret ? 'authenticated' : 'UNAUTHENTICATED';
+  console.log(`replica ${options.id} listening on ${scheme}://${options.host}:${port} at version ${store.version} (${auth})`);
 }
 
 /** `id=ws://host:port,…` → chain members, head first. */
@@ -71,13 +99,22 @@ export function parseChain(text: string): ChainMember[] {
   return chain;
 }
 
-export async function runDriver(options: { id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; httpPort?: number; heartbeatMs: number; cluster: string }): Promise<void> {
+export interface DriverCliOptions extends SecurityFlags {
+  id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; httpPort?: number; heartbeatMs: number; cluster: string;
+}
+
+export async function runDriver(options: DriverCliOptions): Promise<void> {
   const log = createLogger(options.id);
   if (!options.chain === !options.controller) fail('give the driver either --chain (a static chain) or --controller (which configures it)');
   const chain = options.chain ? parseChain(options.chain) : [];
+  const linkSecurity = security(options, `driver ${options.id}`, null, log);
+  if (!isLoopback(options.host)) {
+    log.warn({ host: options.host }, 'NBD has no authentication: anyone who can reach this NBD port can read and write the volume; keep it on a trusted network');
+  }
   const { driver, nbdPort, httpPort } = await DriverProcess.start({
     id: options.id,
     clusterId: options.cluster,
+    security: linkSecurity,
     chain,
     ...(options.controller ? { controllerUrl: options.controller } : {}),
     volume: { name: options.name, sizeBytes: options.size },
@@ -93,11 +130,15 @@ export async function runDriver(options: { id: string; chain?: string; controlle
   console.log(`driver ready: nbd://${options.host}:${nbdPort}/${options.name} over ${ctx.chain.map((m) => m.id).join(' → ')} (epoch ${ctx.epoch})${http}`);
 }
 
-export async function runController(options: {
+export interface ControllerCliOptions extends SecurityFlags {
   dir: string; chain: string; size: number; name: string; driverId: string; replicas: number;
   host: string; port: number; heartbeatMs: number; cluster: string; spawn: boolean;
-}): Promise<void> {
+}
+
+export async function runController(options: ControllerCliOptions): Promise<void> {
   const log = createLogger('controller');
+  const linkSecurity = security(options, 'the controller', options.host, log);
+  const scheme = linkSecurity.tls?.cert ? 'wss' : 'ws';
   const dir = path.resolve(options.dir);
   let listenPort = options.port;
   const spawner = options.spawn
@@ -106,13 +147,15 @@ export async function runController(options: {
         logDir: path.join(dir, 'logs'),
         host: options.host,
         sizeBytes: options.size,
-        controllerUrl: () => `ws://${options.host}:${listenPort}`,
+        controllerUrl: () => `${scheme}://${options.host}:${listenPort}`,
         clusterId: options.cluster,
         heartbeatMs: options.heartbeatMs,
+        extraArgs: securityArgs(options),
       })
     : null;
   const started = await ControllerProcess.start({
     clusterId: options.cluster,
+    security: linkSecurity,
     stateDir: dir,
     host: options.host,
     port: options.port,
@@ -126,7 +169,9 @@ export async function runController(options: {
   }).catch((err: Error) => fail(err.message));
   listenPort = started.port;
   onSignals(() => started.controller.close());
-  console.log(`controller listening on ws://${options.host}:${started.port} (status: http://${options.host}:${started.port}/status)`);
+  const auth = linkSecurity.secret ? 'authenticated' : 'UNAUTHENTICATED';
+  const http = scheme === 'wss' ? 'https' : 'http';
+  console.log(`controller listening on ${scheme}://${options.host}:${started.port} (${auth}; status: ${http}://${options.host}:${started.port}/status)`);
 }
 
 export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean }): Promise<void> {

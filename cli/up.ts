@@ -7,6 +7,7 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadControllerState } from '../actors/controller-state.js';
 import { spawnMember, stopMember, waitForLine, type MemberProcess } from '../actors/member-process.js';
+import { ensureSecretFile } from './security.js';
 
 export interface UpOptions {
   dir: string;
@@ -21,7 +22,7 @@ export interface UpOptions {
 }
 
 /** Replicas of this data directory, replacements included: each keeps its pid in DIR/ID/replica.pid. */
-function replicaPids(dir: string): number[] {
+export function replicaPids(dir: string): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isDirectory()) continue;
@@ -36,16 +37,17 @@ function replicaPids(dir: string): number[] {
   return pids;
 }
 
-function isReplicaOf(pid: number, dir: string): boolean {
+export function isReplicaOf(pid: number, dir: string): boolean {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return argv.includes('replica') && argv.some((a) => a.startsWith(dir));
+    // Its --dir is DIR/ID: a sibling directory that merely starts with the same letters is not ours.
+    return argv.includes('replica') && argv.some((a) => a.startsWith(dir + path.sep));
   } catch {
     return false;
   }
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -54,8 +56,10 @@ function isAlive(pid: number): boolean {
   }
 }
 
-async function stopPid(pid: number, timeoutMs = 15_000): Promise<void> {
+export async function stopPid(pid: number, timeoutMs = 15_000): Promise<void> {
   if (!isAlive(pid)) return;
+  // A stopped (SIGSTOP) process handles SIGTERM only once it runs again.
+  process.kill(pid, 'SIGCONT');
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;
   while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -84,7 +88,10 @@ export async function runUp(options: UpOptions): Promise<void> {
   process.on('SIGINT', () => void shutdown('Ctrl-C'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
-  const common = ['--cluster', 'freebs', '--heartbeat-ms', String(options.heartbeatMs)];
+  // Every member proves it holds this secret on every link; made once, kept with the data.
+  const secretFile = path.join(dir, 'secret');
+  if (ensureSecretFile(secretFile)) console.log(`made a cluster secret in ${secretFile} (mode 0600); members on other hosts need a copy`);
+  const common = ['--cluster', 'freebs', '--heartbeat-ms', String(options.heartbeatMs), '--secret-file', secretFile];
   const controllerUrl = `ws://${options.host}:${options.controllerPort}`;
   const chain: string[] = [];
   for (let i = 1; i <= options.replicas; i++) chain.push(`r${i}=ws://${options.host}:${options.basePort + i}`);
@@ -126,6 +133,7 @@ export async function runUp(options: UpOptions): Promise<void> {
   const uri = `nbd://${options.host}:${options.nbdPort}/freebs`;
   console.log(`FreEBS is up: ${replicas.length} replicas, data in ${dir}, logs in ${logDir}
   NBD export:  ${uri}
+  visualizer:  http://${options.host}:${options.controllerPort}/ (the chain, statecharts, timeline and I/O, live)
   status:      http://${options.host}:${options.controllerPort}/status
   metrics:     http://${options.host}:${options.controllerPort}/metrics (controller), http://${options.host}:${options.driverHttpPort}/metrics (driver),
                http://${options.host}:PORT/metrics on each replica (ports in /status)

@@ -62,6 +62,12 @@ export interface ControllerInput {
   heartbeatIntervalMs?: number;
   leaseTicks?: number;
   replacementTimeoutTicks?: number;
+  /**
+   * Ticks after boot before members not yet heard from are watched (their 4T start then). A
+   * controller that (re)starts finds its members still redialing with backoff: without a grace
+   * it would fail them for its own absence. Default 0: watched from boot.
+   */
+  bootGraceTicks?: number;
   /** Replacement ids are `${prefix}${seq}`. */
   replicaIdPrefix?: string;
   /** The last persisted state; only epoch and chain are required. */
@@ -106,6 +112,7 @@ export interface ControllerContext {
   heartbeatIntervalMs: number;
   leaseTicks: number;
   replacementTimeoutTicks: number;
+  bootGraceTicks: number;
   replicaIdPrefix: string;
   tick: number;
   epoch: number;
@@ -301,7 +308,12 @@ class Step {
 
   untrack(id: MemberId): void {
     const rec = this.ctx.members[id];
-    if (!rec || rec.incarnation === 0) return;
+    if (!rec) return;
+    if (rec.incarnation === 0) {
+      // Never watched (boot grace): no actor to stop.
+      rec.liveness = null;
+      return;
+    }
     if (rec.liveness === 'failed') return; // its actor is done; status keeps showing `failed`
     this.ops.push({ op: 'stopLiveness', member: id });
     rec.liveness = null;
@@ -366,13 +378,27 @@ class Step {
 }
 
 function boot(s: Step): void {
-  for (const id of s.participants()) s.track(id);
+  // Replacements a previous run asked for and never saw report in: whatever was started is
+  // unknown to this run (its report went to the old process), so ask for them again.
+  const resumed = s.ctx.pendingReplacements.map((p) => ({ ...p }));
+  for (const id of s.participants()) {
+    if (s.ctx.bootGraceTicks > 0) {
+      // Presumed active; watched from its first heartbeat or the end of the grace.
+      s.ctx.members[id].liveness = 'active';
+      s.emit({ type: 'stateChanged', member: id, state: 'active' });
+    } else s.track(id);
+  }
   s.publish({ newEpoch: false });
+  for (const p of resumed) s.emit({ type: 'spawnReplacement', id: p.id, afterEpoch: p.afterEpoch });
 }
 
 function onTick(s: Step): void {
   const c = s.ctx;
   c.tick += 1;
+  if (c.tick === c.bootGraceTicks) {
+    // The grace is over: whoever has not spoken yet gets its 4T from now.
+    for (const id of s.participants()) if (c.members[id]?.incarnation === 0 && c.members[id].liveness === 'active') s.track(id);
+  }
   const expired = c.pendingReplacements.filter((p) => c.tick - p.requestedAtTick >= c.replacementTimeoutTicks);
   if (expired.length === 0) return;
   c.pendingReplacements = c.pendingReplacements.filter((p) => !expired.includes(p));
@@ -449,13 +475,14 @@ function noteHeartbeat(s: Step, frame: HeartbeatFrame): void {
   rec.durableVersion = frame.durableVersion;
   rec.epoch = frame.epoch;
   rec.lastHeardTick = s.ctx.tick;
-  // failed is final for an incarnation: one that speaks again is tracked anew.
-  if (rec.liveness === 'failed' || rec.liveness === null) s.track(frame.id);
+  // failed is final for an incarnation: one that speaks again is tracked anew; one not yet
+  // watched (boot grace) is watched from now.
+  if (rec.liveness === 'failed' || rec.liveness === null || rec.incarnation === 0) s.track(frame.id);
   else s.ops.push({ op: 'toLiveness', member: frame.id, event: { type: 'heartbeat' } });
   for (const [about, heardAgoMs] of Object.entries(frame.view)) {
     if (about === frame.id || !Number.isFinite(heardAgoMs)) continue;
     const target = s.ctx.members[about];
-    if (!target || (target.liveness !== 'active' && target.liveness !== 'inactive')) continue;
+    if (!target || target.incarnation === 0 || (target.liveness !== 'active' && target.liveness !== 'inactive')) continue;
     s.ops.push({ op: 'toLiveness', member: about, event: { type: 'gossip', from: frame.id, heardAgoMs } });
   }
   if (frame.epoch < s.ctx.epoch) s.emit({ type: 'send', to: frame.id, frame: configOf(s.ctx) });
@@ -494,6 +521,14 @@ function outsider(s: Step, frame: HeartbeatFrame): void {
   const c = s.ctx;
   const rec = c.members[frame.id];
   if (c.pendingReplacements.some((p) => p.id === frame.id)) return; // waits for member.joined
+  if (rec) {
+    // Not watched (no liveness actor), but status shows what it says: alive again, its epoch.
+    rec.replicaState = frame.state;
+    rec.appliedVersion = frame.appliedVersion;
+    rec.durableVersion = frame.durableVersion;
+    rec.epoch = frame.epoch;
+    rec.lastHeardTick = c.tick;
+  }
   if (rec?.retiredAtEpoch === c.epoch) return; // already told in this epoch
   if (!rec?.url || c.chain.length >= c.replicaCount) {
     s.record(frame.id, 'replica', null, null);
@@ -596,6 +631,7 @@ function initialContext(input: ControllerInput): ControllerContext {
     heartbeatIntervalMs,
     leaseTicks,
     replacementTimeoutTicks: input.replacementTimeoutTicks ?? defaultReplacementTimeoutTicks,
+    bootGraceTicks: input.bootGraceTicks ?? 0,
     replicaIdPrefix: input.replicaIdPrefix ?? 'r',
     tick: 0,
     // A fresh volume starts at epoch 1; a restarted controller continues where it persisted.

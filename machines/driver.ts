@@ -39,6 +39,10 @@ export interface PendingRead {
   target: MemberId;
   tried: MemberId[];
   sentAtTick: number;
+  /** When the client asked: a read refused for a passing reason is retried until readTimeoutTicks after this. */
+  startedAtTick: number;
+  /** Every replica refused it for a passing reason (an epoch change in flight): resent next tick. */
+  deferred: boolean;
 }
 
 /** Writes sent but not yet committed; past it new writes fail at once instead of piling up. */
@@ -196,16 +200,46 @@ function sendRead(context: DriverContext, read: PendingRead, enqueue: Enqueue): 
   });
 }
 
-/** Retry a read on the next replica, or fail it when none is left. */
-function retryRead(context: DriverContext, read: PendingRead, why: string, enqueue: Enqueue): void {
+/**
+ * Refusals that pass on their own: a replica that has not yet heard of our epoch (or we of its),
+ * or one with too many reads parked. During a reconfiguration every replica may say so at once.
+ */
+function isPassingRefusal(code: string | undefined): boolean {
+  return code === ErrorCodes.epochStale || code === ErrorCodes.notServing;
+}
+
+/**
+ * Retry a read on the next replica, or fail it when none is left — unless every refusal was a
+ * passing one and the read has time left: then it waits for the next tick and tries them all again.
+ */
+function retryRead(context: DriverContext, read: PendingRead, why: string, enqueue: Enqueue, passing = false): void {
   read.tried.push(read.target);
   const next = pickReader(context, read.tried);
+  if (next === null && passing && context.tick - read.startedAtTick < context.readTimeoutTicks) {
+    read.deferred = true;
+    read.tried = [];
+    return;
+  }
   if (next === null) {
     context.reads.delete(read.r);
     enqueue.emit({ type: 'reply', reqId: read.reqId, ok: false, code: ErrorCodes.readFailed, message: `read failed on every replica: ${why}` });
     return;
   }
   read.target = next;
+  read.sentAtTick = context.tick;
+  sendRead(context, read, enqueue);
+}
+
+/** A read every replica refused for a passing reason: try the best replica again. */
+function resendDeferredRead(context: DriverContext, read: PendingRead, enqueue: Enqueue): void {
+  const target = pickReader(context, []);
+  if (target === null) {
+    context.reads.delete(read.r);
+    enqueue.emit({ type: 'reply', reqId: read.reqId, ok: false, code: ErrorCodes.readFailed, message: 'no replica is reachable' });
+    return;
+  }
+  read.deferred = false;
+  read.target = target;
   read.sentAtTick = context.tick;
   sendRead(context, read, enqueue);
 }
@@ -251,12 +285,15 @@ export const driverMachine = setup({
       enqueue.raise({ type: 'chain.changed' });
     }),
     afterReconfig: enqueueActions(({ context, enqueue }) => {
-      // Uncommitted writes go to the (possibly new) head; waiting flushes to every member; reads
-      // aimed at a member that left go elsewhere.
+      // A smaller chain needs fewer acks: what its members already hold may complete writes.
+      // Uncommitted writes go to the (possibly new) head; waiting flushes to every member; reads aimed at a member that
+      // left go elsewhere, and reads waiting out the epoch change are tried again.
+      settle(context, enqueue);
       pushToHead(context, enqueue);
       if (context.flushes.length > 0) broadcastFlush(context, context.flushes[context.flushes.length - 1].v, enqueue);
       for (const read of [...context.reads.values()]) {
-        if (!context.chain.some((m) => m.id === read.target)) retryRead(context, read, `${read.target} left the chain`, enqueue);
+        if (read.deferred) resendDeferredRead(context, read, enqueue);
+        else if (!context.chain.some((m) => m.id === read.target)) retryRead(context, read, `${read.target} left the chain`, enqueue);
       }
     }),
     linkUp: enqueueActions(({ context, event, enqueue }) => {
@@ -278,7 +315,7 @@ export const driverMachine = setup({
       if (!r) return;
       r.link = 'down';
       for (const read of [...context.reads.values()]) {
-        if (read.target === event.id) retryRead(context, read, `link to ${event.id} went down`, enqueue);
+        if (read.target === event.id && !read.deferred) retryRead(context, read, `link to ${event.id} went down`, enqueue);
       }
     }),
     submitWrite: enqueueActions(({ context, event, enqueue }) => {
@@ -321,12 +358,20 @@ export const driverMachine = setup({
         return;
       }
       const r = ++context.nextReadId;
-      const read: PendingRead = { reqId: event.reqId, r, offsetBytes: event.offsetBytes, lengthBytes: event.lengthBytes, minVersion, target, tried: [], sentAtTick: context.tick };
+      const read: PendingRead = {
+        reqId: event.reqId, r, offsetBytes: event.offsetBytes, lengthBytes: event.lengthBytes, minVersion, target, tried: [],
+        sentAtTick: context.tick, startedAtTick: context.tick, deferred: false,
+      };
       context.reads.set(r, read);
       sendRead(context, read, enqueue);
     }),
     noteAck: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'ack' || event.epoch !== context.epoch) return;
+      if (event.type !== 'ack') return;
+      // An ack states what a replica holds of this driver's writes, whatever epoch it was sent
+      // in, so it counts for any member of the current chain. Around a reconfiguration acks and
+      // the driver's copy of the new config race (a replica syncs and acks in the new epoch
+      // before the driver adopts it, or acks in the old one after): dropping those could leave
+      // writes waiting for an ack that never comes again (no new write, no new ack).
       const r = context.replicas[event.id];
       if (!r) return;
       r.appliedVersion = Math.max(r.appliedVersion, event.appliedVersion);
@@ -342,7 +387,7 @@ export const driverMachine = setup({
         enqueue.emit({ type: 'reply', reqId: read.reqId, ok: true, data: event.frame.data });
         return;
       }
-      retryRead(context, read, `${event.from}: ${event.frame.message ?? event.frame.code ?? 'error'}`, enqueue);
+      retryRead(context, read, `${event.from}: ${event.frame.message ?? event.frame.code ?? 'error'}`, enqueue, isPassingRefusal(event.frame.code));
     }),
     notePeerError: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'peer.error') return;
@@ -384,7 +429,8 @@ export const driverMachine = setup({
       }
       const readDeadline = context.tick - context.readTimeoutTicks;
       for (const read of [...context.reads.values()]) {
-        if (read.sentAtTick <= readDeadline) retryRead(context, read, `${read.target} timed out`, enqueue);
+        if (read.deferred) resendDeferredRead(context, read, enqueue);
+        else if (read.sentAtTick <= readDeadline) retryRead(context, read, `${read.target} timed out`, enqueue);
       }
     }),
     failEverything: enqueueActions(({ context, enqueue }) => {

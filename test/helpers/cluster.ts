@@ -31,22 +31,23 @@ export interface TestCluster {
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
-async function startReplica(id: string, dir: string, port: number, sizeBytes: number, logDir: string): Promise<TestReplica> {
-  const member = spawnMember(id, ['replica', '--id', id, '--dir', dir, '--size', String(sizeBytes), '--port', String(port)], logDir);
+async function startReplica(id: string, dir: string, port: number, sizeBytes: number, logDir: string, extraArgs: string[] = []): Promise<TestReplica> {
+  const member = spawnMember(id, ['replica', '--id', id, '--dir', dir, '--size', String(sizeBytes), '--port', String(port), ...extraArgs], logDir);
   const line = await waitForLine(member, /^replica \S+ listening on ws:\/\/[\d.]+:(\d+)/);
   return { id, dir, port: Number(/:(\d+) /.exec(line)![1]), member };
 }
 
-export async function startCluster(options: { replicas?: number; sizeBytes?: number; heartbeatMs?: number } = {}): Promise<TestCluster> {
+export async function startCluster(options: { replicas?: number; sizeBytes?: number; heartbeatMs?: number; secretFile?: string } = {}): Promise<TestCluster> {
   const n = options.replicas ?? 3;
+  const extraArgs = options.secretFile ? ['--secret-file', options.secretFile] : [];
   const sizeBytes = options.sizeBytes ?? 256 * 1024 * 1024;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'freebs-cluster-'));
   const logDir = path.join(dir, 'logs');
   const replicas = await Promise.all(
-    Array.from({ length: n }, (_, i) => startReplica(`r${i + 1}`, path.join(dir, `r${i + 1}`), 0, sizeBytes, logDir)),
+    Array.from({ length: n }, (_, i) => startReplica(`r${i + 1}`, path.join(dir, `r${i + 1}`), 0, sizeBytes, logDir, extraArgs)),
   );
   const chain = replicas.map((r) => `${r.id}=ws://127.0.0.1:${r.port}`).join(',');
-  const driver = spawnMember('driver', ['driver', '--chain', chain, '--size', String(sizeBytes), '--nbd-port', '0', '--http-port', '0', '--heartbeat-ms', String(options.heartbeatMs ?? 200)], logDir);
+  const driver = spawnMember('driver', ['driver', '--chain', chain, '--size', String(sizeBytes), '--nbd-port', '0', '--http-port', '0', '--heartbeat-ms', String(options.heartbeatMs ?? 200), ...extraArgs], logDir);
   const ready = await waitForLine(driver, /^driver ready: (nbd:\/\/\S+)/);
   const nbdUri = /(nbd:\/\/\S+)/.exec(ready)![1];
   const driverHttpUrl = /(http:\/\/[\d.]+:\d+)/.exec(ready)![1];
@@ -69,7 +70,7 @@ export async function startCluster(options: { replicas?: number; sizeBytes?: num
     async restart(id) {
       const r = byId(id);
       if (!hasExited(r.member)) throw new Error(`${id} is still running`);
-      const fresh = await startReplica(id, r.dir, r.port, sizeBytes, logDir);
+      const fresh = await startReplica(id, r.dir, r.port, sizeBytes, logDir, extraArgs);
       r.member = fresh.member;
     },
     async stop({ keepData = false } = {}) {

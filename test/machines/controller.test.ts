@@ -247,6 +247,18 @@ describe('controller machine', () => {
     expect(ofType(take(), 'spawnReplacement')).toEqual([{ type: 'spawnReplacement', id: 'r10', afterEpoch: 8 }]);
   });
 
+  it('resumes with a replacement pending: asks for it again (its report went to the old process)', () => {
+    const { take, ctx } = start({
+      resume: { epoch: 2, chain: [r1, r2], driverId: 'd', nextMemberSeq: 5, pendingReplacements: [{ id: 'r4', afterEpoch: 2 }] },
+    });
+    expect(decisions(take())).toEqual([
+      { type: 'persist', state: { epoch: 2, chain: [r1, r2], driverId: 'd', nextMemberSeq: 5, pendingReplacements: [{ id: 'r4', afterEpoch: 2 }] } },
+      { type: 'broadcast', to: ['r1', 'r2', 'd'], config: { t: 'config', epoch: 2, chain: [r1, r2], driverId: 'd', volume } },
+      { type: 'spawnReplacement', id: 'r4', afterEpoch: 2 },
+    ]);
+    expect(ctx().pendingReplacements.map((p) => p.id)).toEqual(['r4']);
+  });
+
   it('resumes from just {epoch, chain}: the driver comes from the input, pending replacements are requested again', () => {
     const { take, ctx } = start({ resume: { epoch: 4, chain: [r1, r2, r3] } });
     expect(ctx().epoch).toBe(4);
@@ -294,6 +306,50 @@ describe('controller machine', () => {
     // The cancelled replacement reports in anyway: the chain is full.
     actor.send({ type: 'member.joined', member: member('r4') });
     expect(ofType(take(), 'retire')).toEqual([expect.objectContaining({ to: 'r4', epoch: 3 })]);
+  });
+
+  it('a (re)started controller gives members a boot grace: no failure for its own absence, 4T after the grace for the silent', () => {
+    const grace = 8;
+    const { take, run, advance, ctx, status } = start({ bootGraceTicks: grace, resume: { epoch: 5, chain: [r1, r2, r3] } });
+    const boot = take();
+    expect(decisions(boot).map((e) => e.type)).toEqual(['persist', 'broadcast']);
+    expect(ofType(boot, 'stateChanged').map((e) => e.member)).toEqual(['r1', 'r2', 'r3', 'd']);
+    expect(status().members.r1).toMatchObject({ liveness: 'active', msSinceHeartbeat: null });
+    // r1 and the driver redial at once, r2 only after 6T (backoff), r3 never: 6T is past the
+    // usual 4T, but within the grace nobody is failed for having been unreachable.
+    run(6 * T, ['r1', 'd']);
+    run(T, ['r1', 'r2', 'd']);
+    expect(ofType(take(), 'stateChanged')).toEqual([]);
+    expect(ctx().epoch).toBe(5);
+    // From the end of the grace r3, never heard, has its 4T like anyone silent.
+    run((grace - 7) * T, ['r1', 'r2', 'd']);
+    run(4 * T - T / 10, ['r1', 'r2', 'd']);
+    expect(ctx().epoch).toBe(5);
+    advance(T / 10);
+    expect(ctx().epoch).toBe(6);
+    expect(chainIds(ctx().chain)).toEqual(['r1', 'r2']);
+    expect(status().members.r2.liveness).toBe('active');
+  });
+
+  it('a member heard during the boot grace is watched from its first heartbeat', () => {
+    const { take, run, advance, ctx, heartbeat } = start({ bootGraceTicks: 20 });
+    heartbeat('r2');
+    take();
+    run(3 * T, ['r1', 'r3', 'd']);
+    advance(T - 1);
+    expect(ctx().epoch).toBe(1);
+    advance(1);
+    expect(ctx().epoch).toBe(2);
+    expect(chainIds(ctx().chain)).toEqual(['r1', 'r3']);
+  });
+
+  it('a retired member that speaks again shows in status as it reports itself, still retired', () => {
+    const { run, actor, heartbeat, status } = start();
+    run(5 * T, ['r2', 'r3', 'd']);
+    actor.send({ type: 'member.joined', member: member('r4') });
+    heartbeat('r1', { epoch: 1, state: 'serving', appliedVersion: 7 });
+    heartbeat('r1', { epoch: 3, state: 'joining', appliedVersion: 7 });
+    expect(status().members.r1).toMatchObject({ role: 'retired', liveness: 'failed', replicaState: 'joining', epoch: 3, appliedVersion: 7, msSinceHeartbeat: 0 });
   });
 
   it('an in-chain member that missed a config is sent the current one', () => {

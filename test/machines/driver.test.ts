@@ -169,6 +169,90 @@ describe('driver machine', () => {
     expect(take()).toEqual([1, 2].map((reqId) => ({ type: 'reply', reqId, ok: true })));
   });
 
+  it('acks count whatever their epoch: a replica may ack in the new epoch before the driver adopts it, or in the old one after', () => {
+    // The middle dies; r3 hears of epoch 2 first, syncs from r1 and acks — before the driver's
+    // own copy of epoch 2 arrives. Nothing more will be written until these writes complete, so
+    // no later ack would make up for a dropped one.
+    const { actor, take } = start();
+    for (let i = 0; i < 3; i++) actor.send({ type: 'io.write', reqId: i, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send(ack('r1', 3));
+    actor.send({ type: 'link.down', id: 'r2' });
+    take();
+    actor.send({ type: 'ack', id: 'r3', epoch: 2, appliedVersion: 1, durableVersion: 0 });
+    expect(take()).toEqual([{ type: 'reply', reqId: 0, ok: true }]);
+    // The driver moves to epoch 2; r3's ack of the rest was sent before r3 moved.
+    actor.send({ type: 'config', config: config(2, [chain[0], chain[2]]) });
+    actor.send({ type: 'ack', id: 'r3', epoch: 1, appliedVersion: 3, durableVersion: 0 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([1, 2].map((reqId) => ({ type: 'reply', reqId, ok: true })));
+  });
+
+  it('an ack from a replica outside the chain never counts', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send(ack('r1', 1));
+    actor.send({ type: 'config', config: config(2, [chain[0], chain[2]]) });
+    take();
+    actor.send({ type: 'ack', id: 'r2', epoch: 2, appliedVersion: 1, durableVersion: 0 });
+    actor.send({ type: 'ack', id: 'r9', epoch: 2, appliedVersion: 1, durableVersion: 0 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([]);
+    actor.send({ type: 'ack', id: 'r3', epoch: 2, appliedVersion: 1, durableVersion: 0 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 1, ok: true }]);
+  });
+
+  it('a chain shrunk to one replica completes what that replica already acked', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'config', config: config(2, [chain[0], chain[1]]) });
+    actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'ack', id: 'r1', epoch: 2, appliedVersion: 1, durableVersion: 0 });
+    take();
+    actor.send({ type: 'config', config: config(3, [chain[0]]) });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 1, ok: true }]);
+  });
+
+  it('a read every replica refuses during an epoch change is tried again next tick, not failed', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.read', reqId: 9, offsetBytes: 0, lengthBytes: 512 });
+    const refuse = (from: string, r: number) =>
+      actor.send({ type: 'read.reply', from, frame: { t: 'read-reply', r, ok: false, appliedVersion: 0, code: 'ERR_NOT_SERVING', message: 'config not yet received' } });
+    const r = (take()[0] as { frames: Array<{ r: number }> }).frames[0].r;
+    refuse('r1', r);
+    refuse('r2', r);
+    refuse('r3', r);
+    expect(take().filter((e) => e.type === 'reply')).toEqual([]);
+    ticks(1);
+    expect(take()).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ t: 'read', r })] })]);
+    const bytes = new Uint8Array(512).fill(7);
+    actor.send({ type: 'read.reply', from: 'r1', frame: { t: 'read-reply', r, ok: true, appliedVersion: 0, data: bytes } });
+    expect(take()).toEqual([{ type: 'reply', reqId: 9, ok: true, data: bytes }]);
+  });
+
+  it('a read refused everywhere for too long fails with EIO after the read timeout', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'io.read', reqId: 9, offsetBytes: 0, lengthBytes: 512 });
+    /** Refuse every read sent, as replicas stuck on another epoch would; the reply if one came. */
+    const refuseAll = (): DriverEmitted | undefined => {
+      for (let out = take(); out.length > 0; out = take()) {
+        const reply = out.find((e) => e.type === 'reply');
+        if (reply) return reply;
+        for (const e of out) {
+          if (e.type !== 'send' || e.frames[0].t !== 'read') continue;
+          actor.send({ type: 'read.reply', from: e.to, frame: { t: 'read-reply', r: e.frames[0].r, ok: false, appliedVersion: 0, code: 'ERR_EPOCH_STALE', message: 'old' } });
+        }
+      }
+      return undefined;
+    };
+    let tick = 0;
+    let reply = refuseAll();
+    while (!reply && tick < 20) {
+      ticks(1);
+      tick++;
+      reply = refuseAll();
+    }
+    // readTimeoutTicks is 10.
+    expect(tick).toBe(10);
+    expect(reply).toMatchObject({ type: 'reply', reqId: 9, ok: false, code: 'ERR_READ_FAILED' });
+  });
+
   it('a head that refuses a newer epoch gets the writes again on the next tick', () => {
     const { actor, take, ticks } = start();
     actor.send({ type: 'io.write', reqId: 1, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
