@@ -2,10 +2,17 @@
  * fio's JSON report. fio's nbd engine prints "fio: connected to NBD server" (and verify
  * notes) on stdout before the JSON, so parse from the first line that opens an object.
  */
+export interface FioJobStats {
+  io_bytes: number;
+  total_ios: number;
+  /** Submission to completion, ns. */
+  lat_ns?: { min: number; max: number; mean: number };
+}
+
 export interface FioJob {
   error: number;
-  read: { io_bytes: number; total_ios: number };
-  write: { io_bytes: number; total_ios: number };
+  read: FioJobStats;
+  write: FioJobStats;
 }
 
 export function fioJobs(stdout: string): FioJob[] {
