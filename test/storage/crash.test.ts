@@ -40,7 +40,11 @@ afterAll(async () => {
   for (const c of cleanups) await c();
 });
 
-type KillPolicy = { at: 'time'; delayMs: number } | { at: 'gc-start' | 'checkpoint-start'; nth: number; delayMs: number };
+/**
+ * time: kill delayMs after the child is spawned, or (from 'open') after it has opened the store,
+ * so a slow start on a loaded machine does not turn every round into a kill during startup.
+ */
+type KillPolicy = { at: 'time'; delayMs: number; from: 'spawn' | 'open' } | { at: 'gc-start' | 'checkpoint-start'; nth: number; delayMs: number };
 
 interface ChildRun {
   lines: string[];
@@ -74,7 +78,10 @@ function runAndKill(dir: string, seed: number, policy: KillPolicy): Promise<Chil
     partial = parts.pop()!;
     for (const line of parts) {
       lines.push(line);
-      if (policy.at !== 'time' && line === policy.at) {
+      if (policy.at === 'time' && policy.from === 'open' && line.startsWith('open ')) {
+        clearTimeout(timer);
+        timer = setTimeout(kill, policy.delayMs);
+      } else if (policy.at !== 'time' && line === policy.at) {
         running += 1;
         seen += 1;
         if (seen === policy.nth) setTimeout(kill, policy.delayMs);
@@ -83,7 +90,7 @@ function runAndKill(dir: string, seed: number, policy: KillPolicy): Promise<Chil
     }
   });
   // Time policy, and the fallback when the event never comes.
-  const timer = setTimeout(kill, policy.at === 'time' ? policy.delayMs : 5000);
+  let timer = setTimeout(kill, policy.at === 'time' ? (policy.from === 'spawn' ? policy.delayMs : 60_000) : 5000);
   return new Promise((resolve, reject) => {
     child.once('close', (code, signal) => {
       clearTimeout(timer);
@@ -169,10 +176,11 @@ describe('crash: the writer process is killed with SIGKILL', () => {
     const rounds = 12;
     for (let round = 0; round < rounds; round += 1) {
       const seed = BASE_SEED + round * 7919;
-      // Early kills land in startup and in the writer's own recovery of the last crash.
-      const delayMs = round % 4 === 3 ? 150 + Math.floor(rnd() * 200) : 250 + Math.floor(rnd() * 500);
+      // Every fourth round kills early, counted from the spawn: in startup and in the writer's
+      // own recovery of the last crash. The others count from the store being open.
+      const delayMs = round % 4 === 3 ? 150 + Math.floor(rnd() * 200) : 50 + Math.floor(rnd() * 400);
       const context = `seed ${BASE_SEED} round ${round} (kill after ${delayMs} ms)`;
-      const run = await runAndKill(dir.path, seed, { at: 'time', delayMs });
+      const run = await runAndKill(dir.path, seed, { at: 'time', delayMs, from: round % 4 === 3 ? 'spawn' : 'open' });
       m.absorb(seed, run, context);
       // Every third round the next writer recovers the crashed directory itself.
       if (round % 3 !== 1 || round === rounds - 1) await m.verify(dir.path, context, round % 2 === 0);
