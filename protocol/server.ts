@@ -226,6 +226,15 @@ export class LinkServer {
       this.#refused(`${address}:${socket.remotePort}`, ErrorCodes.helloTimeout, `silent for ${this.#limits.helloTimeoutMs} ms in its handshake`, null);
       socket.destroy();
     });
+    // And an absolute bound: a peer trickling a byte now and then is never idle, and Node's
+    // headersTimeout check is not to be relied on under load.
+    const deadline = setTimeout(() => {
+      if (!this.#pending.has(key)) return;
+      this.#refused(`${address}:${socket.remotePort}`, ErrorCodes.helloTimeout, `handshake not finished within ${2 * this.#limits.helloTimeoutMs} ms`, null);
+      socket.destroy();
+    }, 2 * this.#limits.helloTimeoutMs);
+    deadline.unref();
+    socket.once('close', () => clearTimeout(deadline));
   };
 
   /** The connection finished its handshake (or closed): it no longer counts as pending. */
