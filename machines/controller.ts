@@ -40,7 +40,9 @@ export type AlertCode =
   | 'DRIVER_FAILED'
   | 'REPLACEMENT_TIMEOUT'
   /** A member reported a newer epoch than this controller holds: state was lost; moving past it. */
-  | 'EPOCH_AHEAD';
+  | 'EPOCH_AHEAD'
+  /** A member failed while this controller hears too few of the others to tell that from its own isolation: no change yet. */
+  | 'CONTROLLER_CUT_OFF';
 
 /** What the controller must find again after a restart. */
 export interface ControllerPersistedState {
@@ -180,12 +182,22 @@ export function livenessChildId(member: MemberId): string {
 }
 
 /**
- * Whether a member holds a complete copy. Members of the chain the controller started or resumed
- * with count until they say otherwise; anyone added later only once it reports 'serving'.
+ * Whether a member holds a complete copy: only once it says so ('serving'). A controller that
+ * resumes from its state file knows nothing of the members' progress (a replacement may never
+ * have synced): presuming them complete let it drop the one member that held the data. A
+ * failure that waits on this is looked at again every tick (onTick).
  */
 export function isCaughtUp(rec: MemberRecord): boolean {
-  if (rec.replicaState === 'serving') return true;
-  return rec.replicaState === 'unknown' && rec.joinedEpoch === null;
+  return rec.replicaState === 'serving';
+}
+
+/**
+ * Whether a member may hold writes that no other member has: all but those known to be catching
+ * up (a syncing or joining member holds a prefix of its predecessor's history). One not heard
+ * from since the controller (re)started may.
+ */
+function mayHoldTheOnlyCopy(rec: MemberRecord): boolean {
+  return rec.replicaState !== 'syncing' && rec.replicaState !== 'joining';
 }
 
 export function configOf(context: ControllerContext): ConfigFrame {
@@ -399,6 +411,10 @@ function onTick(s: Step): void {
     // The grace is over: whoever has not spoken yet gets its 4T from now.
     for (const id of s.participants()) if (c.members[id]?.incarnation === 0 && c.members[id].liveness === 'active') s.track(id);
   }
+  // Failures held while the controller heard too few members: act once it hears enough again.
+  for (const m of [...c.chain]) {
+    if (c.members[m.id]?.liveness === 'failed' && s.inChain(m.id) && hearsMajority(s, m.id)) memberFailed(s, m.id, true);
+  }
   const expired = c.pendingReplacements.filter((p) => c.tick - p.requestedAtTick >= c.replacementTimeoutTicks);
   if (expired.length === 0) return;
   c.pendingReplacements = c.pendingReplacements.filter((p) => !expired.includes(p));
@@ -409,8 +425,25 @@ function onTick(s: Step): void {
   s.publish({ newEpoch: false });
 }
 
-/** A member's liveness reached `failed`: reconfigure around it, unless that would lose data. */
-function memberFailed(s: Step, id: MemberId): void {
+/**
+ * Whether the controller hears enough of the cluster to trust its verdict that `id` failed: a
+ * majority of the other participants (chain members and the driver) active. A controller cut
+ * off from everyone sees every member fall silent at once; acting on that removed member after
+ * member down to the last, while the driver went on committing in the old epoch with the ones
+ * removed, and the new chain lacked those writes.
+ */
+function hearsMajority(s: Step, id: MemberId): boolean {
+  const others = s.participants().filter((p) => p !== id);
+  const heard = others.filter((p) => s.ctx.members[p]?.liveness === 'active').length;
+  return heard >= quorumSize(others.length);
+}
+
+/**
+ * A member's liveness reached `failed`: reconfigure around it, unless that would lose data or
+ * the controller may be the one cut off. `again`: a held failure looked at once more (no alerts
+ * repeated).
+ */
+function memberFailed(s: Step, id: MemberId, again = false): void {
   const c = s.ctx;
   const rec = c.members[id];
   if (id === c.driverId) {
@@ -428,9 +461,21 @@ function memberFailed(s: Step, id: MemberId): void {
     const r = c.members[m.id];
     return r !== undefined && r.liveness !== 'failed' && isCaughtUp(r);
   };
+  if (!hearsMajority(s, id)) {
+    if (!again) {
+      s.alert(
+        'CONTROLLER_CUT_OFF',
+        `${id} failed, but this controller hears too few of the other members to tell that from its own isolation; epoch ${c.epoch} stands until it does`,
+        [id],
+      );
+    }
+    return;
+  }
   // A syncing member holds a prefix of its predecessor's history: dropping it loses nothing.
-  // Dropping the last caught-up one would: keep it and wait for it to come back.
-  if (isCaughtUp(rec) && !remaining.some(usable)) {
+  // Dropping the last caught-up one would (or one we know nothing of yet, which may be it):
+  // keep it and wait for it to come back, or for another to report a complete copy.
+  if (mayHoldTheOnlyCopy(rec) && !remaining.some(usable)) {
+    if (again) return;
     s.alert(
       'NO_CAUGHT_UP_REPLICA',
       `${id} failed but holds the only complete copy of ${c.volume.name}; keeping it in epoch ${c.epoch} until it returns`,
@@ -577,6 +622,7 @@ function onHeartbeat(s: Step, frame: HeartbeatFrame): void {
   }
   outsider(s, frame);
 }
+
 
 function onJoined(s: Step, member: ChainMember): void {
   const c = s.ctx;

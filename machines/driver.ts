@@ -47,6 +47,13 @@ export interface PendingRead {
 
 /** Writes sent but not yet committed; past it new writes fail at once instead of piling up. */
 export const maxUncommittedWrites = 65_536;
+/**
+ * Writes kept after their commit, until every member of the chain has them on disk (see
+ * `writes`). Past this many (a member that never flushes, a long SYNC), the oldest committed
+ * ones are let go: they are on a majority, and only a member restarting without them and a
+ * reconfiguration that leaves out the others could still lose them.
+ */
+export const maxRetainedWrites = 65_536;
 
 export interface DriverInput {
   id: MemberId;
@@ -77,11 +84,19 @@ export interface DriverContext {
   replicas: Record<MemberId, ReplicaView>;
   /** Last version handed out. Versions are gapless: 1, 2, 3… */
   lastVersion: number;
-  /** Highest version a majority has applied / made durable. */
+  /** Highest version a majority has applied (never goes back) / made durable (a majority of the current chain). */
   committedVersion: number;
   durableCommittedVersion: number;
-  /** Writes by version, kept until committed so they can be resent to a new or reconnected head. */
+  /**
+   * Writes by version, oldest first and gapless up to lastVersion, kept until every member of the
+   * chain has made them durable (not only until a majority applied them): a member that restarts
+   * recovers only what it had flushed, and a new chain may be led by a member that was behind in
+   * the old one. Either way its head gets what it lacks from here. Committed ones are answered
+   * (reqId -1) and only kept.
+   */
   writes: Map<number, PendingWrite>;
+  /** Every write up to here has been answered (or given up on); the ones after wait. */
+  answeredVersion: number;
   flushes: PendingFlush[];
   reads: Map<number, PendingRead>;
   nextReadId: number;
@@ -123,16 +138,26 @@ function settle(context: DriverContext, enqueue: Enqueue): void {
   const quorum = quorumSize(context.chain.length);
   const members = context.chain.map((m) => context.replicas[m.id]).filter((r): r is ReplicaView => r !== undefined);
   context.committedVersion = Math.max(context.committedVersion, quorumVersion(members.map((r) => r.appliedVersion), quorum));
-  context.durableCommittedVersion = Math.max(
-    context.durableCommittedVersion,
-    quorumVersion(members.map((r) => r.durableVersion), quorum),
-  );
-  // Maps iterate in insertion order, which is version order.
-  for (const [v, w] of context.writes) {
-    if (v > context.committedVersion) break;
-    if (w.fua && v > context.durableCommittedVersion) break;
+  // Not kept from an earlier chain: a flush answered now must be on disk on a majority of this
+  // one (a chain of one that grew to two needs both).
+  context.durableCommittedVersion = quorumVersion(members.map((r) => r.durableVersion), quorum);
+  // Answer in version order what a majority holds (and made durable, for FUA).
+  for (let v = context.answeredVersion + 1; v <= context.committedVersion; v++) {
+    const w = context.writes.get(v);
+    if (w) {
+      // A FUA write the client stopped waiting for (timed out) needs a majority, not durability.
+      if (w.fua && w.reqId >= 0 && v > context.durableCommittedVersion) break;
+      if (w.reqId >= 0) enqueue.emit({ type: 'reply', reqId: w.reqId, ok: true });
+      w.reqId = -1;
+    }
+    context.answeredVersion = v;
+  }
+  // Let go of what every member has on disk, and of the oldest answered ones past the bound.
+  const everywhere = members.length === context.chain.length && members.length > 0 ? Math.min(...members.map((r) => r.durableVersion)) : 0;
+  for (const v of context.writes.keys()) {
+    if (v > context.answeredVersion) break;
+    if (v > everywhere && context.writes.size <= maxRetainedWrites) break;
     context.writes.delete(v);
-    if (w.reqId >= 0) enqueue.emit({ type: 'reply', reqId: w.reqId, ok: true });
   }
   while (context.flushes.length > 0 && context.flushes[0].v <= context.durableCommittedVersion) {
     enqueue.emit({ type: 'reply', reqId: context.flushes.shift()!.reqId, ok: true });
@@ -144,14 +169,25 @@ function pushToHead(context: DriverContext, enqueue: Enqueue): void {
   const head = headOf(context);
   if (!head || context.replicas[head]?.link !== 'up') return;
   const frames: WriteFrame[] = [];
-  for (const [v, w] of context.writes) {
-    if (v <= context.sentToHeadVersion) continue;
+  const oldest = context.writes.keys().next().value ?? context.lastVersion + 1;
+  for (let v = Math.max(context.sentToHeadVersion + 1, oldest); v <= context.lastVersion; v++) {
+    const w = context.writes.get(v)!;
     w.frame.epoch = context.epoch;
     frames.push(w.frame);
   }
   if (frames.length === 0) return;
   context.sentToHeadVersion = frames[frames.length - 1].v;
   enqueue.emit({ type: 'send', to: head, frames });
+}
+
+/**
+ * The highest version someone waits to see durable: the newest pending flush, or a FUA write
+ * still waiting. What a replica that (re)joins or a new chain is asked to make durable.
+ */
+function durabilityWanted(context: DriverContext): number {
+  let v = context.flushes.length > 0 ? context.flushes[context.flushes.length - 1].v : 0;
+  for (const [version, w] of context.writes) if (w.fua && w.reqId >= 0 && version > v) v = version;
+  return v > context.durableCommittedVersion ? v : 0;
 }
 
 /** Flushes go to every replica at once: each fsyncs in parallel instead of one after another. */
@@ -186,8 +222,8 @@ function writeRefusal(context: DriverContext): string | null {
   if (context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks) {
     return `only ${linksUp(context)} of ${context.chain.length} replicas reachable; a write needs ${quorumSize(context.chain.length)}`;
   }
-  if (context.writes.size >= maxUncommittedWrites) {
-    return `${context.writes.size} writes await a majority ack; refusing more until replicas catch up`;
+  if (context.lastVersion - context.committedVersion >= maxUncommittedWrites) {
+    return `${context.lastVersion - context.committedVersion} writes await a majority ack; refusing more until replicas catch up`;
   }
   return null;
 }
@@ -255,7 +291,14 @@ export const driverMachine = setup({
     tick: ({ context }) => context.tickMs,
   },
   guards: {
-    majorityUp: ({ context }) => context.chain.length > 0 && linksUp(context) >= quorumSize(context.chain.length),
+    /**
+     * A (re)started driver may number writes only after the newest version any replica holds.
+     * Every version enters the chain at the head, so the head has the newest one: a majority
+     * without it may all be behind it, and the versions between would be handed out again with
+     * other data (the head keeps its own: a resend of a version it has is a no-op).
+     */
+    majorityAndHeadUp: ({ context }) =>
+      context.chain.length > 0 && linksUp(context) >= quorumSize(context.chain.length) && context.replicas[context.chain[0].id]?.link === 'up',
     isNewerConfig: ({ context, event }) => event.type === 'config' && event.config.epoch > context.epoch,
   },
   actions: {
@@ -269,7 +312,8 @@ export const driverMachine = setup({
     resumeVersions: assign(({ context }) => {
       const held = context.chain.map((m) => context.replicas[m.id]).filter((r) => r?.link === 'up').map((r) => r.appliedVersion);
       const newest = Math.max(context.lastVersion, ...held);
-      return { lastVersion: newest, committedVersion: Math.max(context.committedVersion, quorumVersion(held, quorumSize(context.chain.length))) };
+      const committedVersion = Math.max(context.committedVersion, quorumVersion(held, quorumSize(context.chain.length)));
+      return { lastVersion: newest, committedVersion, answeredVersion: Math.max(context.answeredVersion, committedVersion) };
     }),
     adoptConfig: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'config') return;
@@ -290,7 +334,8 @@ export const driverMachine = setup({
       // left go elsewhere, and reads waiting out the epoch change are tried again.
       settle(context, enqueue);
       pushToHead(context, enqueue);
-      if (context.flushes.length > 0) broadcastFlush(context, context.flushes[context.flushes.length - 1].v, enqueue);
+      const wanted = durabilityWanted(context);
+      if (wanted > 0) broadcastFlush(context, wanted, enqueue);
       for (const read of [...context.reads.values()]) {
         if (read.deferred) resendDeferredRead(context, read, enqueue);
         else if (!context.chain.some((m) => m.id === read.target)) retryRead(context, read, `${read.target} left the chain`, enqueue);
@@ -301,13 +346,18 @@ export const driverMachine = setup({
       const r = context.replicas[event.id];
       if (!r) return;
       r.link = 'up';
-      r.appliedVersion = Math.max(r.appliedVersion, event.appliedVersion);
+      // What it holds now, even if less than it acked before: a replica that restarted recovered
+      // only what it had flushed, and the head must be sent again what it lost, not what follows.
+      r.appliedVersion = event.appliedVersion;
       if (event.id === headOf(context)) context.sentToHeadVersion = event.appliedVersion;
+      // The welcome says what the replica holds, as an ack would. Its acks may have been lost
+      // with the old link (or sent before we linked to it at all, after a SYNC): without this,
+      // writes a majority holds would wait for an ack that no later write ever brings.
+      settle(context, enqueue);
       pushToHead(context, enqueue);
-      // Flushes still waiting need this replica's durability too.
-      if (context.flushes.length > 0) {
-        enqueue.emit({ type: 'send', to: event.id, frames: [{ t: 'flush', epoch: context.epoch, v: context.flushes[context.flushes.length - 1].v }] });
-      }
+      // Flushes (and FUA writes) still waiting need this replica's durability too.
+      const wanted = durabilityWanted(context);
+      if (wanted > 0) enqueue.emit({ type: 'send', to: event.id, frames: [{ t: 'flush', epoch: context.epoch, v: wanted }] });
     }),
     linkDown: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'link.down') return;
@@ -395,11 +445,11 @@ export const driverMachine = setup({
         enqueue.emit({ type: 'staleEpoch', epoch: event.frame.epoch!, from: event.from });
       }
       // The head dropped frames (a gap, or an epoch it has not heard of yet): send again from
-      // what it holds. A gap is answered now; a refusal next tick, once its config may have arrived.
+      // what it holds, next tick. Not at once: a head that lacks versions we no longer hold (it
+      // lost them) refuses again, and the two would bounce frames at network speed.
       if (event.from === headOf(context) && event.frame.code !== ErrorCodes.badFrame) {
         context.sentToHeadVersion = context.replicas[event.from]?.appliedVersion ?? 0;
-        if (event.frame.code === ErrorCodes.versionGap) pushToHead(context, enqueue);
-        else context.headNeedsResend = true;
+        context.headNeedsResend = true;
       }
     }),
     expire: enqueueActions(({ context, enqueue }) => {
@@ -408,13 +458,28 @@ export const driverMachine = setup({
         context.headNeedsResend = false;
         pushToHead(context, enqueue);
       }
+      // Once a tick, ask the members that lag for durability: what a flush or FUA write waits
+      // for (its flush frame may have been lost with a link), and what we keep only until every
+      // member has it on disk (without a client's flush nothing else would make it durable).
+      const oldest = context.writes.keys().next().value;
+      const durableTarget = Math.max(durabilityWanted(context), oldest !== undefined && oldest <= context.answeredVersion ? context.answeredVersion : 0);
+      if (durableTarget > 0) {
+        for (const m of context.chain) {
+          const r = context.replicas[m.id];
+          if (r?.link === 'up' && r.durableVersion < durableTarget) {
+            enqueue.emit({ type: 'send', to: m.id, frames: [{ t: 'flush', epoch: context.epoch, v: durableTarget }] });
+          }
+        }
+      }
       if (linksUp(context) >= quorumSize(context.chain.length)) context.quorumLostSinceTick = null;
       else context.quorumLostSinceTick ??= context.tick;
       const quorumGone = context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks;
       // Without a reachable majority nothing can commit: answer now rather than at the timeout.
       const writeDeadline = quorumGone ? context.tick : context.tick - context.writeTimeoutTicks;
       const failed: PendingWrite[] = [];
-      for (const w of context.writes.values()) {
+      for (let v = context.answeredVersion + 1; v <= context.lastVersion; v++) {
+        const w = context.writes.get(v);
+        if (!w) continue;
         if (w.sentAtTick > writeDeadline) break;
         if (w.reqId >= 0) failed.push(w);
       }
@@ -459,6 +524,7 @@ export const driverMachine = setup({
     volume: null,
     replicas: {},
     lastVersion: 0,
+    answeredVersion: 0,
     committedVersion: 0,
     durableCommittedVersion: 0,
     writes: new Map(),
@@ -483,11 +549,11 @@ export const driverMachine = setup({
       },
     },
     /**
-     * Waiting to hear from a majority: a driver that (re)starts must number its writes after
-     * the newest version any replica holds, or it would reuse versions.
+     * Waiting to hear from a majority and the head: a driver that (re)starts must number its
+     * writes after the newest version any replica holds, or it would reuse versions.
      */
     attaching: {
-      always: { guard: 'majorityUp', target: 'attached', actions: 'resumeVersions' },
+      always: { guard: 'majorityAndHeadUp', target: 'attached', actions: 'resumeVersions' },
       on: {
         config: [{ guard: not('isNewerConfig') }, { actions: 'adoptConfig' }],
         'link.up': { actions: 'linkUp' },

@@ -174,6 +174,10 @@ export const replicaMachine = setup({
       // An image replaces everything: what we had no longer counts as accepted.
       acceptedVersion: ({ context, event }) =>
         event.type === 'sync.start' && event.frame.mode === 'image' ? event.frame.imageVersion : context.acceptedVersion,
+      // Nor as durable: the store now holds the image (committed durably) and nothing past it, and
+      // acks must not go on claiming the old durable version (a flush the driver counted on).
+      durableVersion: ({ context, event }) =>
+        event.type === 'sync.start' && event.frame.mode === 'image' ? event.frame.imageVersion : context.durableVersion,
     }),
     admit: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'writes') return;
@@ -302,8 +306,37 @@ export const replicaMachine = setup({
         });
         return;
       }
+      if (event.frame.fromVersion > context.appliedVersion) {
+        // The successor holds versions we lack (we restarted and lost un-flushed ones, or it
+        // came back with more). One writer numbers every version, so its history is ours plus
+        // more, not a different one: answering with our older image would throw away writes
+        // that may be acknowledged. It asks again; we answer once we have caught up.
+        enqueue.emit({
+          type: 'refuse',
+          to: event.from,
+          frame: refusal(
+            ErrorCodes.notServing,
+            `${context.id} is at version ${context.appliedVersion}, behind ${event.from}'s ${event.frame.fromVersion}; ask again once it has caught up`,
+            context.epoch,
+          ),
+        });
+        return;
+      }
       enqueue.assign({ forwardingTo: event.from });
       enqueue.emit({ type: 'forwardFrom', to: event.from, fromVersion: event.frame.fromVersion });
+    }),
+    /**
+     * Only a serving replica answers SYNC. One still syncing would answer with its own target,
+     * and its successor would call itself caught up ('serving', so the controller counts it as a
+     * complete copy) while holding less than the chain has.
+     */
+    refuseSyncRequest: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'sync.request') return;
+      enqueue.emit({
+        type: 'refuse',
+        to: event.from,
+        frame: refusal(ErrorCodes.notServing, `${context.id} is not caught up itself; ask again shortly`, context.epoch),
+      });
     }),
     noteSuccessorDown: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'successor.down' || context.forwardingTo !== event.id) return;
@@ -347,7 +380,7 @@ export const replicaMachine = setup({
     'store.applied': { actions: 'noteApplied' },
     'store.durable': { actions: 'noteDurable' },
     'store.failed': { target: '.faulted', actions: 'noteFault' },
-    'sync.request': { actions: 'handleSyncRequest' },
+    'sync.request': { actions: 'refuseSyncRequest' },
     'successor.down': { actions: 'noteSuccessorDown' },
     stop: { target: '.stopped' },
   },
@@ -403,6 +436,7 @@ export const replicaMachine = setup({
         writes: { actions: 'admit' },
         flush: { actions: 'requestFlush' },
         read: { actions: 'handleRead' },
+        'sync.request': { actions: 'handleSyncRequest' },
         'upstream.down': { target: 'syncing' },
       },
     },

@@ -70,7 +70,8 @@ describe('controller machine', () => {
     ]);
     expect(ofType(out, 'stateChanged').map((e) => e.member)).toEqual(['r1', 'r2', 'r3', 'd']);
     expect(Object.keys(actor.getSnapshot().children).sort()).toEqual(['liveness:d', 'liveness:r1', 'liveness:r2', 'liveness:r3']);
-    expect(status().members.r1).toMatchObject({ role: 'head', liveness: 'active', caughtUp: true });
+    // Not counted as a complete copy until it says so: a 'serving' heartbeat.
+    expect(status().members.r1).toMatchObject({ role: 'head', liveness: 'active', caughtUp: false });
     expect(status().members.r2.role).toBe('middle');
     expect(status().members.r3.role).toBe('tail');
     expect(status().members.d.role).toBe('driver');
@@ -435,5 +436,42 @@ describe('controller machine', () => {
     actor.send({ type: 'stop' });
     expect(actor.getSnapshot().status).toBe('done');
     expect(children.every((c) => c?.getSnapshot().status === 'stopped')).toBe(true);
+  });
+});
+
+// Each found by the deterministic simulator (sim/, `npm run sim`); see the report of issue 7.
+describe('controller machine: bugs the simulator found', () => {
+  it('cut off from everyone, it fails no one: it cannot tell its own isolation from their failure', () => {
+    // Before: it removed member after member down to the last, while the driver went on
+    // committing in the old epoch with the ones removed; the new chain lacked those writes.
+    const { take, run, ctx, advance } = start();
+    run(2 * T, ['r1', 'r2', 'r3', 'd']);
+    take();
+    advance(6 * T);
+    const out = decisions(take());
+    expect(ctx().epoch).toBe(1);
+    expect(chainIds(ctx().chain)).toEqual(['r1', 'r2', 'r3']);
+    expect(ofType(out, 'alert').map((a) => a.code)).toContain('CONTROLLER_CUT_OFF');
+    expect(ofType(out, 'broadcast')).toEqual([]);
+    // It hears the others again, but r1 stays silent: now r1's failure stands.
+    run(2 * T, ['r2', 'r3', 'd']);
+    expect(chainIds(ctx().chain)).toEqual(['r2', 'r3']);
+    expect(ctx().epoch).toBe(2);
+  });
+
+  it('resumed from its state file, it does not take a member it has not heard from for a complete copy', () => {
+    // r4 and r5 were replacements that never synced; the controller restarted; r1, the only one
+    // holding the data, fails. Before: the resumed chain counted as caught up and r1 was dropped.
+    const r4 = member('r4');
+    const r5 = member('r5');
+    const { take, run, ctx } = start({ resume: { epoch: 5, chain: [r1, r4, r5], driverId: 'd', nextMemberSeq: 6, pendingReplacements: [] } });
+    take();
+    run(6 * T, ['r4', 'r5', 'd'], { r4: { state: 'syncing' }, r5: { state: 'syncing' } });
+    const out = decisions(take());
+    expect(chainIds(ctx().chain)).toEqual(['r1', 'r4', 'r5']);
+    expect(ofType(out, 'alert')).toEqual([expect.objectContaining({ code: 'NO_CAUGHT_UP_REPLICA', members: ['r1'] })]);
+    // Once another member reports a complete copy, r1's failure is acted on.
+    run(2 * T, ['r4', 'r5', 'd'], { r5: { state: 'syncing' } });
+    expect(chainIds(ctx().chain)).toEqual(['r4', 'r5']);
   });
 });

@@ -263,3 +263,138 @@ describe('driver machine', () => {
     expect(take()).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ v: 1 })] })]);
   });
 });
+
+// Each found by the deterministic simulator (sim/, `npm run sim`); the seed that first showed it
+// is in the report of issue 7.
+describe('driver machine: bugs the simulator found', () => {
+  const writeReq = (reqId: number, fua = false) => ({ type: 'io.write' as const, reqId, kind: 'write' as const, offsetBytes: 0, lengthBytes: 4096, data, fua });
+  const sentVersions = (out: DriverEmitted[], to: string) =>
+    out.flatMap((e) => (e.type === 'send' && e.to === to ? e.frames.filter((f) => f.t === 'write').map((f) => (f as { v: number }).v) : []));
+  const flushesTo = (out: DriverEmitted[]) =>
+    out.flatMap((e) => (e.type === 'send' ? e.frames.filter((f) => f.t === 'flush').map((f) => ({ to: e.to, v: (f as { v: number }).v })) : []));
+
+  it('a welcome counts as an ack: writes a majority holds are answered when the links come back', () => {
+    // The acks went out while the links were down (after a SYNC, say); no later write brings more.
+    const { actor, take } = start();
+    actor.send(writeReq(1));
+    actor.send({ type: 'link.down', id: 'r2' });
+    actor.send({ type: 'link.down', id: 'r3' });
+    take();
+    actor.send({ type: 'link.up', id: 'r2', appliedVersion: 1 });
+    actor.send({ type: 'link.up', id: 'r3', appliedVersion: 1 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 1, ok: true }]);
+  });
+
+  it('a FUA write still waiting asks a (re)linked replica and a new chain for durability', () => {
+    const { actor, take } = start();
+    actor.send(writeReq(1, true));
+    actor.send(ack('r1', 1));
+    actor.send(ack('r2', 1));
+    take();
+    // The flush frames were lost with the links; r3 relinks, then the chain changes.
+    actor.send({ type: 'link.down', id: 'r3' });
+    actor.send({ type: 'link.up', id: 'r3', appliedVersion: 1 });
+    expect(flushesTo(take())).toContainEqual({ to: 'r3', v: 1 });
+    actor.send({ type: 'config', config: config(2, [chain[0], chain[2]]) });
+    expect(flushesTo(take())).toEqual([{ to: 'r1', v: 1 }, { to: 'r3', v: 1 }]);
+    actor.send({ type: 'ack', id: 'r1', epoch: 2, appliedVersion: 1, durableVersion: 1 });
+    actor.send({ type: 'ack', id: 'r3', epoch: 2, appliedVersion: 1, durableVersion: 1 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 1, ok: true }]);
+  });
+
+  it('a FUA write the client gave up on does not hold back the answers of later writes', () => {
+    const { actor, take, ticks } = start();
+    actor.send(writeReq(1, true));
+    take();
+    ticks(51);
+    expect(take().filter((e) => e.type === 'reply')).toEqual([expect.objectContaining({ reqId: 1, ok: false })]);
+    actor.send(writeReq(2));
+    actor.send(ack('r1', 2));
+    actor.send(ack('r2', 2));
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 2, ok: true }]);
+  });
+
+  it('keeps committed writes until every member has them on disk, and resends them to a head that lacks them', () => {
+    // The tail was behind; the chain loses head and middle (a cut-off controller failed them
+    // while they went on committing): the old tail leads the new chain without the last writes.
+    const { actor, take } = start();
+    for (let i = 1; i <= 3; i++) actor.send(writeReq(i));
+    actor.send(ack('r1', 3, 3));
+    actor.send(ack('r2', 3, 3));
+    actor.send(ack('r3', 1, 1));
+    expect(take().filter((e) => e.type === 'reply').map((e) => (e as { reqId: number }).reqId)).toEqual([1, 2, 3]);
+    actor.send({ type: 'config', config: config(2, [chain[2]]) });
+    expect(sentVersions(take(), 'r3')).toEqual([2, 3]);
+  });
+
+  it('a head that restarted with less than it acked is sent what it lost', () => {
+    const { actor, take } = start();
+    for (let i = 1; i <= 3; i++) actor.send(writeReq(i));
+    for (const id of ['r1', 'r2', 'r3']) actor.send(ack(id, 3, 1));
+    take();
+    // r1 crashed: it recovered only what it had flushed.
+    actor.send({ type: 'link.down', id: 'r1' });
+    actor.send({ type: 'link.up', id: 'r1', appliedVersion: 1 });
+    expect(sentVersions(take(), 'r1')).toEqual([2, 3]);
+  });
+
+  it('asks, once a tick, the members that lack committed writes on disk to flush them', () => {
+    const { actor, take, ticks } = start();
+    actor.send(writeReq(1));
+    actor.send(ack('r1', 1, 1));
+    actor.send(ack('r2', 1));
+    actor.send(ack('r3', 1));
+    take();
+    ticks(1);
+    expect(flushesTo(take())).toEqual([{ to: 'r2', v: 1 }, { to: 'r3', v: 1 }]);
+    actor.send(ack('r2', 1, 1));
+    actor.send(ack('r3', 1, 1));
+    ticks(1);
+    expect(flushesTo(take())).toEqual([]);
+    expect(actor.getSnapshot().context.writes.size).toBe(0);
+  });
+
+  it('a flush is answered by a majority of the current chain, not of a smaller one before it', () => {
+    const { actor, take } = start();
+    actor.send({ type: 'config', config: config(2, [chain[0]]) });
+    actor.send(writeReq(1));
+    actor.send({ type: 'ack', id: 'r1', epoch: 2, appliedVersion: 1, durableVersion: 1 });
+    take();
+    // The chain grows back to two: both must hold v1 on disk now.
+    actor.send({ type: 'config', config: config(3, chain.slice(0, 2)) });
+    take();
+    actor.send({ type: 'io.flush', reqId: 9 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([]);
+    actor.send({ type: 'ack', id: 'r2', epoch: 3, appliedVersion: 1, durableVersion: 1 });
+    expect(take().filter((e) => e.type === 'reply')).toEqual([{ type: 'reply', reqId: 9, ok: true }]);
+  });
+
+  it('a restarted driver waits for the head too: a majority behind it would have it hand out the head’s newest versions again', () => {
+    const emitted: DriverEmitted[] = [];
+    const actor = createActor(driverMachine, { clock: new SimulatedClock(), input: { id: 'd', tickMs: 100, writeTimeoutTicks: 50, readTimeoutTicks: 10, quorumGraceTicks: 20 } });
+    actor.on('*', (e) => emitted.push(e as DriverEmitted));
+    actor.start();
+    actor.send({ type: 'config', config: config(1) });
+    actor.send({ type: 'link.up', id: 'r2', appliedVersion: 155 });
+    actor.send({ type: 'link.up', id: 'r3', appliedVersion: 155 });
+    expect(actor.getSnapshot().value).toBe('attaching');
+    actor.send({ type: 'link.up', id: 'r1', appliedVersion: 156 });
+    expect(actor.getSnapshot().value).toBe('attached');
+    emitted.length = 0;
+    actor.send(writeReq(1));
+    expect(emitted).toEqual([expect.objectContaining({ type: 'send', to: 'r1', frames: [expect.objectContaining({ v: 157 })] })]);
+  });
+
+  it('a gap the head reports is answered next tick, not bounced back at once', () => {
+    const { actor, take, ticks } = start();
+    for (let i = 1; i <= 2; i++) actor.send(writeReq(i));
+    for (const id of ['r1', 'r2', 'r3']) actor.send(ack(id, 2, 2));
+    actor.send(writeReq(3));
+    take();
+    // The head lost v1 and v2 (durable everywhere, so no longer kept): it refuses v3.
+    actor.send({ type: 'peer.error', from: 'r1', frame: { t: 'error', code: 'ERR_VERSION_GAP', message: 'r1 expected version 1 next', epoch: 1 } });
+    expect(take()).toEqual([]);
+    ticks(1);
+    expect(sentVersions(take(), 'r1')).toEqual([3]);
+  });
+});

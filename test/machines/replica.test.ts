@@ -109,7 +109,7 @@ describe('replica machine', () => {
   });
 
   it('forwards only to its successor in the current epoch', () => {
-    const { actor, take } = start('r1');
+    const { actor, take } = start('r1', 3);
     actor.send({ type: 'config', config: config(1) });
     take();
     actor.send({ type: 'sync.request', from: 'r3', frame: { t: 'sync', epoch: 1, id: 'r3', fromVersion: 0 } });
@@ -151,5 +151,55 @@ describe('replica machine', () => {
     actor.send({ type: 'config', config: config(1) });
     expect(actor.getSnapshot().value).toBe('serving');
     expect(take()).toEqual([]);
+  });
+});
+
+// Each found by the deterministic simulator (sim/, `npm run sim`); see the report of issue 7.
+describe('replica machine: bugs the simulator found', () => {
+  const sync = (from: string, fromVersion: number, epoch = 1) => ({ type: 'sync.request' as const, from, frame: { t: 'sync' as const, epoch, id: from, fromVersion } });
+
+  it('does not answer a successor that holds more than it does: it would overwrite acknowledged writes with an older image', () => {
+    // r1 restarted and recovered v5 of the v8 it had applied; r2 still holds v8.
+    const { actor, take } = start('r1', 5);
+    actor.send({ type: 'config', config: config(1) });
+    take();
+    actor.send(sync('r2', 8));
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', to: 'r2', frame: expect.objectContaining({ code: 'ERR_NOT_SERVING' }) })]);
+    expect(actor.getSnapshot().context.forwardingTo).toBeNull();
+    // Caught up (the driver resends what the head lost), it answers.
+    actor.send({ type: 'writes', from: 'd', frames: [write(6), write(7), write(8)] });
+    actor.send({ type: 'store.applied', appliedVersion: 8 });
+    take();
+    actor.send(sync('r2', 8));
+    expect(take()).toEqual([{ type: 'forwardFrom', to: 'r2', fromVersion: 8 }]);
+  });
+
+  it('does not answer SYNC while syncing itself: its successor would call itself caught up with less than the chain holds', () => {
+    const { actor, take } = start('r2');
+    actor.send({ type: 'config', config: config(1) });
+    expect(actor.getSnapshot().value).toBe('syncing');
+    take();
+    actor.send(sync('r3', 0));
+    expect(take()).toEqual([expect.objectContaining({ type: 'refuse', to: 'r3', frame: expect.objectContaining({ code: 'ERR_NOT_SERVING' }) })]);
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 1, mode: 'log', fromVersion: 0, imageVersion: 0, targetVersion: 2 } });
+    actor.send({ type: 'writes', from: 'r1', frames: [write(1), write(2)] });
+    actor.send({ type: 'store.applied', appliedVersion: 2 });
+    expect(actor.getSnapshot().value).toBe('serving');
+    take();
+    actor.send(sync('r3', 0));
+    expect(take()).toEqual([{ type: 'forwardFrom', to: 'r3', fromVersion: 0 }]);
+  });
+
+  it('after installing an image its acks claim the image as durable, not what it had made durable before', () => {
+    const emitted: ReplicaEmitted[] = [];
+    const actor = createActor(replicaMachine, { input: { id: 'r3', appliedVersion: 86, durableVersion: 79 } });
+    actor.on('*', (e) => emitted.push(e as ReplicaEmitted));
+    actor.start();
+    actor.send({ type: 'config', config: config(1) });
+    emitted.length = 0;
+    // The predecessor sent an image at v40 (the store now holds that and nothing else).
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 1, mode: 'image', fromVersion: 86, imageVersion: 40, targetVersion: 40 } });
+    actor.send({ type: 'store.applied', appliedVersion: 40 });
+    expect(emitted).toContainEqual({ type: 'ack', to: 'd', appliedVersion: 40, durableVersion: 40 });
   });
 });
