@@ -1,19 +1,31 @@
 /**
- * fio over NBD: our server (a separate process) against `nbdkit file` on the same kind of
- * sparse file in the same directory, same run, same jobs.
+ * fio over NBD: FreEBS against `nbdkit file` on the same disk, same run, same jobs (issue #3).
  *
- *   npx tsx bench/nbd.ts [--seconds 10] [--size 1G] [--dir /tmp] [--jobs randwrite4k,randread4k,...]
+ *   npx tsx bench/nbd.ts [--seconds 10] [--size 1G] [--dir /tmp] [--jobs randwrite-4k-qd16,...]
  *                        [--target-cmd 'CMD with {port} {file} {size} {dir}'] [--target-uri nbd://…]
- *                        [--no-nbdkit] [--json out.json]
+ *                        [--repeat N] [--cpu-prof DIR] [--no-nbdkit] [--no-prefill] [--json out.json]
  *
- * --target-cmd starts the server under test; it must print a line containing its nbd:// URI.
- *   Default: node --import tsx bench/nbd-file-server.ts --file {file} --size {size} --port {port}
- *   Later:   --target-cmd 'freebs serve --dir {dir}/vol --size {size} --port {port}'
- * --target-uri benches a server that is already running (e.g. a 3-replica cluster) instead.
+ * Default target: the real single-node mode, a fresh volume in the work directory:
+ *   node --import tsx cli/freebs.ts serve --dir {dir}/freebs --size {size} --port {port}
+ * which prints `serving nbd://HOST:PORT/NAME ...` once ready.
+ * --target-cmd starts another server under test; it must print a line containing its nbd:// URI.
+ * --target-uri benches a server that is already running (e.g. a `freebs up` cluster) instead.
+ * --cpu-prof DIR runs the default target under `node --cpu-prof`; the profile lands in DIR
+ *   when the server exits (SIGTERM at the end of the run).
  * Env: BENCH_SECONDS, BENCH_SIZE, BENCH_DIR, BENCH_TARGET_CMD, BENCH_TARGET_URI.
+ *
+ * --repeat N runs every job N times per target, alternating targets, and reports the run with
+ *   the median IOPS: on a shared machine one run says more about the neighbours than about us.
+ * A job fio fails on (an I/O error) is reported as such and the run goes on.
+ *
+ * Besides fio's figures the table shows each server's CPU use during the job (user + system
+ * time of its process over wall time, from /proc), which says whether a gap is CPU or waiting,
+ * and that CPU time per request, which neighbours on a shared machine disturb less than IOPS.
+ * fio runs with its working directory in the temporary work directory, so no *.state files
+ * land in the repo.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -21,7 +33,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '10' },
@@ -30,7 +42,9 @@ const { values: args } = parseArgs({
     jobs: { type: 'string' },
     'target-cmd': { type: 'string', default: process.env.BENCH_TARGET_CMD },
     'target-uri': { type: 'string', default: process.env.BENCH_TARGET_URI },
-    'target-name': { type: 'string', default: 'ours' },
+    'target-name': { type: 'string', default: 'freebs' },
+    repeat: { type: 'string', default: '1' },
+    'cpu-prof': { type: 'string' },
     'no-nbdkit': { type: 'boolean', default: false },
     'no-prefill': { type: 'boolean', default: false },
     json: { type: 'string' },
@@ -42,21 +56,27 @@ interface Job {
   rw: 'randwrite' | 'randread' | 'write' | 'read';
   bs: string;
   iodepth: number;
+  /** Issue #3's goal for single-node FreEBS: IOPS at least this share of nbdkit's. */
+  targetRatio?: number;
 }
 
 const ALL_JOBS: Job[] = [
-  { id: 'randwrite-4k-qd16', rw: 'randwrite', bs: '4k', iodepth: 16 },
-  { id: 'randread-4k-qd16', rw: 'randread', bs: '4k', iodepth: 16 },
-  { id: 'seqwrite-1m-qd8', rw: 'write', bs: '1m', iodepth: 8 },
-  { id: 'seqread-1m-qd8', rw: 'read', bs: '1m', iodepth: 8 },
+  { id: 'randwrite-4k-qd16', rw: 'randwrite', bs: '4k', iodepth: 16, targetRatio: 0.7 },
+  { id: 'randread-4k-qd16', rw: 'randread', bs: '4k', iodepth: 16, targetRatio: 0.7 },
+  { id: 'seqwrite-1m-qd8', rw: 'write', bs: '1m', iodepth: 8, targetRatio: 0.5 },
+  { id: 'seqread-1m-qd8', rw: 'read', bs: '1m', iodepth: 8, targetRatio: 0.5 },
   { id: 'randwrite-4k-qd1', rw: 'randwrite', bs: '4k', iodepth: 1 },
 ];
 
 interface Result {
+  /** Set when fio failed; the figures are then NaN. */
+  error?: string;
   iops: number;
   mbPerSec: number;
   latencyUsP50: number;
   latencyUsP99: number;
+  /** Server process CPU time over wall time during the job, in % of one core; NaN when unknown. */
+  serverCpuPercent: number;
 }
 
 interface Target {
@@ -65,11 +85,20 @@ interface Target {
   process?: ChildProcess;
 }
 
+/** How long a server may take to print its URI (a fresh volume, tsx compiling on first start). */
+const STARTUP_TIMEOUT_MS = 60_000;
+/** Waiting for a stopped server to exit (it flushes and checkpoints) before SIGKILL. */
+const STOP_TIMEOUT_MS = 30_000;
+
 const seconds = Number(args.seconds);
+const repeat = Number(args.repeat);
+if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a whole number ≥ 1, got ${args.repeat}`);
 const sizeBytes = parseSize(args.size!);
 const jobs = args.jobs ? ALL_JOBS.filter((j) => args.jobs!.split(',').includes(j.id)) : ALL_JOBS;
+if (jobs.length === 0) throw new Error(`no job matches --jobs ${args.jobs}; known: ${ALL_JOBS.map((j) => j.id).join(', ')}`);
 const workDir = mkdtempSync(path.join(args.dir!, 'freebs-bench-nbd-'));
 const started: ChildProcess[] = [];
+const clockTicksPerSec = 100; // USER_HZ: 100 on every Linux architecture Node runs on.
 
 function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMGT]?)i?B?$/i.exec(text.trim());
@@ -101,12 +130,13 @@ function fill(template: string, vars: Record<string, string>): string {
 
 /** Start a server via a shell command and wait for the nbd:// URI it prints (or for the port to accept). */
 async function startServer(name: string, command: string, port: number, waitFor: 'uri-line' | 'port'): Promise<Target> {
-  const child = spawn('sh', ['-c', `exec ${command}`], { stdio: ['ignore', 'pipe', 'pipe'], cwd: path.join(here, '..') });
+  // exec: the shell becomes the server, so the PID we hold (and signal) is the server's.
+  const child = spawn('sh', ['-c', `exec ${command}`], { stdio: ['ignore', 'pipe', 'pipe'], cwd: repo });
   started.push(child);
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited early:\n${output}`);
     if (Date.now() > deadline) throw new Error(`${name} did not come up:\n${output}`);
@@ -130,9 +160,22 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** CPU seconds (user + system) a process has used so far; NaN if it cannot be read. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSec; // utime, stime: fields 14 and 15
+  } catch {
+    return NaN;
+  }
+}
+
 function runFio(fioArgs: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('fio', fioArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('fio', fioArgs, { stdio: ['ignore', 'pipe', 'pipe'], cwd: workDir });
     started.push(child);
     let out = '';
     let err = '';
@@ -142,40 +185,81 @@ function runFio(fioArgs: string[]): Promise<string> {
   });
 }
 
+/** fio's nbd engine prints "fio: connected to NBD server" before the report: parse from the first line opening an object. */
+function fioReport(stdout: string): { jobs: Array<Record<'read' | 'write', { iops: number; bw_bytes: number; clat_ns: { percentile?: Record<string, number> } }>> } {
+  const start = stdout.search(/^\{/m);
+  if (start < 0) throw new Error(`fio printed no JSON report:\n${stdout.slice(0, 2000)}`);
+  return JSON.parse(stdout.slice(start)) as ReturnType<typeof fioReport>;
+}
+
 async function fio(target: Target, job: Job | 'prefill'): Promise<Result | undefined> {
-  const common = ['--ioengine=nbd', `--uri=${target.uri}`, `--size=${sizeBytes}`, '--output-format=json', '--group_reporting'];
+  const common = [
+    '--ioengine=nbd', `--uri=${target.uri}`, `--size=${sizeBytes}`, '--output-format=json', '--group_reporting', '--verify_state_save=0',
+  ];
   if (job === 'prefill') {
     // Write every block once, so reads hit data rather than holes in both servers.
     await runFio(['--name=prefill', ...common, '--rw=write', '--bs=1m', '--iodepth=8']);
     return undefined;
   }
+  const pid = target.process?.pid;
+  const cpuBefore = cpuSeconds(pid);
+  const wallBeforeMs = performance.now();
   const out = await runFio([
     `--name=${job.id}`, ...common, `--rw=${job.rw}`, `--bs=${job.bs}`, `--iodepth=${job.iodepth}`,
     '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--norandommap', '--randrepeat=0',
   ]);
-  const json = JSON.parse(out.slice(out.indexOf('{'))) as {
-    jobs: Array<Record<'read' | 'write', { iops: number; bw_bytes: number; clat_ns: { percentile?: Record<string, number> } }>>;
-  };
-  const side = json.jobs[0][job.rw.includes('write') ? 'write' : 'read'];
+  const serverCpuPercent = ((cpuSeconds(pid) - cpuBefore) / ((performance.now() - wallBeforeMs) / 1000)) * 100;
+  const side = fioReport(out).jobs[0][job.rw.includes('write') ? 'write' : 'read'];
   const pct = side.clat_ns.percentile ?? {};
   return {
     iops: side.iops,
     mbPerSec: side.bw_bytes / 1e6,
     latencyUsP50: (pct['50.000000'] ?? 0) / 1000,
     latencyUsP99: (pct['99.000000'] ?? 0) / 1000,
+    serverCpuPercent,
   };
 }
 
-function stopAll(): void {
-  for (const c of started) {
-    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, 'SIGTERM');
-      } catch {
-        // gone
-      }
-    }
+async function fioOrError(target: Target, job: Job): Promise<Result> {
+  try {
+    return (await fio(target, job))!;
+  } catch (err) {
+    const message = (err as Error).message;
+    process.stderr.write(`  ${target.name} ${job.id}: ${message.split('\n')[0]}\n`);
+    return { error: message, iops: NaN, mbPerSec: NaN, latencyUsP50: NaN, latencyUsP99: NaN, serverCpuPercent: NaN };
   }
+}
+
+/** The run with the median IOPS (failed runs sort last, so they only win when most runs failed). */
+function median(results: Result[]): Result {
+  const sorted = [...results].sort((a, b) => (Number.isNaN(a.iops) ? 1 : Number.isNaN(b.iops) ? -1 : a.iops - b.iops));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/** SIGTERM every child still running and wait for it: a profiled server writes its profile on exit. */
+async function stopAll(): Promise<void> {
+  await Promise.all(
+    started.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null || c.pid === undefined) return resolve();
+          const timer = setTimeout(() => {
+            c.kill('SIGKILL');
+            resolve();
+          }, STOP_TIMEOUT_MS);
+          c.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+function defaultTargetCommand(): string {
+  const profile = args['cpu-prof'] ? `--cpu-prof --cpu-prof-dir=${path.resolve(args['cpu-prof'])} ` : '';
+  return `${process.execPath} ${profile}--import tsx cli/freebs.ts serve --dir {dir}/freebs --size {size} --port {port}`;
 }
 
 async function main(): Promise<void> {
@@ -183,11 +267,11 @@ async function main(): Promise<void> {
   if (args['target-uri']) {
     targets.push({ name: args['target-name']!, uri: args['target-uri'] });
   } else {
-    const file = path.join(workDir, 'ours.img');
+    const file = path.join(workDir, 'target.img');
     const port = await freePort();
-    const template =
-      args['target-cmd'] ?? `${process.execPath} --import tsx bench/nbd-file-server.ts --file {file} --size {size} --port {port}`;
-    await sparseFile(file);
+    const template = args['target-cmd'] ?? defaultTargetCommand();
+    // Only a custom command may want a preallocated file; `freebs serve` creates its volume in {dir}.
+    if (template.includes('{file}')) await sparseFile(file);
     const command = fill(template, { port: String(port), file, size: String(sizeBytes), dir: workDir });
     targets.push(await startServer(args['target-name']!, command, port, 'uri-line'));
   }
@@ -198,33 +282,66 @@ async function main(): Promise<void> {
     targets.push(await startServer('nbdkit', `nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p ${port} file file=${file}`, port, 'port'));
   }
 
-  console.log(`fio over NBD: ${seconds}s per job, ${(sizeBytes / 2 ** 20).toFixed(0)} MiB export, files in ${workDir}, ${os.cpus().length} CPUs`);
-  for (const t of targets) console.log(`  ${t.name}: ${t.uri}`);
+  console.log(
+    `fio over NBD: ${seconds}s per job${repeat > 1 ? ` (median of ${repeat})` : ''}, ${(sizeBytes / 2 ** 20).toFixed(0)} MiB export, ` +
+      `files in ${workDir}, ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`,
+  );
+  for (const t of targets) console.log(`  ${t.name}: ${t.uri}${t.process ? ` (pid ${t.process.pid})` : ''}`);
   if (!args['no-prefill']) for (const t of targets) await fio(t, 'prefill');
 
-  const rows: Array<{ job: string; results: Record<string, Result> }> = [];
+  const rows: Row[] = [];
   for (const job of jobs) {
+    const runs = new Map<string, Result[]>(targets.map((t) => [t.name, []]));
+    for (let i = 0; i < repeat; i++) {
+      // Alternate who goes first, so a neighbour's burst does not always hit the same target.
+      for (const t of i % 2 === 0 ? targets : [...targets].reverse()) runs.get(t.name)!.push(await fioOrError(t, job));
+    }
     const results: Record<string, Result> = {};
-    for (const t of targets) results[t.name] = (await fio(t, job))!;
-    rows.push({ job: job.id, results });
+    for (const [name, list] of runs) results[name] = median(list);
+    rows.push({ job, results });
     process.stderr.write(`  done ${job.id}\n`);
   }
   printTable(rows, targets.map((t) => t.name));
-  if (args.json) writeFileSync(args.json, JSON.stringify({ seconds, sizeBytes, rows }, null, 2));
+  console.log(`\nload average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  if (args.json) {
+    writeFileSync(args.json, JSON.stringify({ seconds, sizeBytes, rows: rows.map((r) => ({ job: r.job.id, results: r.results })) }, null, 2));
+  }
 }
 
-function printTable(rows: Array<{ job: string; results: Record<string, Result> }>, names: string[]): void {
+interface Row {
+  job: Job;
+  results: Record<string, Result>;
+}
+
+function printTable(rows: Row[], names: string[]): void {
   const header = ['job'];
-  for (const n of names) header.push(`${n} IOPS`, `${n} MB/s`, `${n} p50 µs`, `${n} p99 µs`);
-  if (names.length === 2) header.push(`IOPS ${names[0]}/${names[1]}`);
+  for (const n of names) header.push(`${n} IOPS`, `${n} MB/s`, `${n} p50 µs`, `${n} p99 µs`, `${n} CPU%`, `${n} CPU µs/IO`);
+  const compare = names.length === 2;
+  if (compare) header.push(`${names[0]}/${names[1]}`, 'goal');
   const lines = [header];
   for (const r of rows) {
-    const line = [r.job];
+    const line = [r.job.id];
     for (const n of names) {
       const x = r.results[n];
-      line.push(x.iops.toFixed(0), x.mbPerSec.toFixed(1), x.latencyUsP50.toFixed(0), x.latencyUsP99.toFixed(0));
+      if (x.error) {
+        line.push('fio failed', '-', '-', '-', '-', '-');
+        continue;
+      }
+      const cpu = Number.isNaN(x.serverCpuPercent);
+      line.push(
+        x.iops.toFixed(0), x.mbPerSec.toFixed(1), x.latencyUsP50.toFixed(0), x.latencyUsP99.toFixed(0),
+        cpu ? '-' : x.serverCpuPercent.toFixed(0),
+        // CPU per request: on a shared machine a steadier measure of cost than IOPS.
+        cpu ? '-' : ((x.serverCpuPercent * 1e4) / x.iops).toFixed(1),
+      );
     }
-    if (names.length === 2) line.push((r.results[names[0]].iops / r.results[names[1]].iops).toFixed(2));
+    if (compare) {
+      const ratio = r.results[names[0]].iops / r.results[names[1]].iops;
+      // The goals are single-node's (issue #3); a cluster behind --target-uri pays for replication.
+      const goal = args['target-uri'] ? undefined : r.job.targetRatio;
+      if (Number.isNaN(ratio)) line.push('-', goal === undefined ? '-' : `≥${goal} MISSED`);
+      else line.push(ratio.toFixed(2), goal === undefined ? '-' : `≥${goal} ${ratio >= goal ? 'met' : 'MISSED'}`);
+    }
     lines.push(line);
   }
   const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
@@ -233,13 +350,11 @@ function printTable(rows: Array<{ job: string; results: Record<string, Result> }
 }
 
 process.on('SIGINT', () => {
-  stopAll();
-  process.exit(130);
+  void stopAll().then(() => process.exit(130));
 });
 try {
   await main();
 } finally {
-  stopAll();
-  await new Promise((r) => setTimeout(r, 200));
+  await stopAll();
   rmSync(workDir, { recursive: true, force: true });
 }

@@ -30,8 +30,25 @@ export interface BlockBackend {
    */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   /**
+   * Optional, preferred over read() when present: fill all of `target` with the bytes at
+   * offsetBytes. `target` is the server's, reused for another read once the reply is written, so
+   * the backend must not touch it after the promise resolves. (If it rejects, the server never
+   * reuses that buffer: reads the backend still has in flight into it do no harm.)
+   */
+  readInto?(offsetBytes: number, target: Buffer): Promise<void>;
+  /**
+   * True if write() is done with `data` when it returns: it copied, synchronously, whatever it
+   * keeps. The server may then receive the next payload into the same buffer, instead of
+   * allocating a fresh one per write that straddles socket chunks (1 MiB writes arrive in 64 KiB
+   * chunks: an allocation, 256 page faults and GC pressure each). Absent or false: the server
+   * never reuses or changes `data`.
+   */
+  readonly copiesWriteData?: boolean;
+
+  /**
    * With fua, the data is durable when the promise resolves. `data` may be a view into a received
-   * socket chunk; the server never reuses or changes it, so a backend may keep it without copying.
+   * socket chunk; unless copiesWriteData is set, the server never reuses or changes it, so a
+   * backend may keep it without copying.
    */
   write(offsetBytes: number, data: Buffer, options: { fua: boolean }): Promise<void>;
   trim(offsetBytes: number, lengthBytes: number, options: { fua: boolean }): Promise<void>;

@@ -23,8 +23,12 @@ export class ChunkReader {
     this.unread += chunk.length;
   }
 
-  /** The next n bytes (n <= length). The result may share memory with a received chunk. */
-  take(n: number): Buffer {
+  /**
+   * The next n bytes (n <= length). The result may share memory with a received chunk, or with
+   * `scratch`: bytes that straddle chunks are copied into scratch when it is long enough (the
+   * caller then owns reuse), else into a new buffer.
+   */
+  take(n: number, scratch?: Buffer): Buffer {
     if (n > this.unread) throw new RangeError(`take(${n}) with only ${this.unread} bytes buffered`);
     if (n === 0) return Buffer.alloc(0);
     const first = this.chunks[this.head];
@@ -34,7 +38,7 @@ export class ChunkReader {
       this.advance(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = scratch && scratch.length >= n ? scratch.subarray(0, n) : Buffer.allocUnsafe(n);
     let copied = 0;
     while (copied < n) {
       const chunk = this.chunks[this.head];

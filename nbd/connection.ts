@@ -11,6 +11,7 @@ import { NbdError } from './errors.js';
 import { greeting, Handshake, type NegotiatedExport } from './handshake.js';
 import { type NbdLogger, RateLimitedLog } from './log.js';
 import type { NbdMetrics } from './metrics.js';
+import type { ReadBufferPool } from './read-pool.js';
 import { ReplyWriter } from './reply-writer.js';
 import { Transmission, type TransmissionHost } from './transmission.js';
 
@@ -22,6 +23,7 @@ export interface ConnectionOptions {
   maxRequestBytes: number;
   handshakeTimeoutMs: number;
   isShuttingDown: () => boolean;
+  readPool: ReadBufferPool;
 }
 
 export interface ConnectionInfo {
@@ -142,6 +144,7 @@ export class NbdConnection {
   private host(): TransmissionHost {
     return {
       writer: this.writer,
+      readPool: this.options.readPool,
       metrics: this.options.metrics,
       pauseInput: () => this.socket.pause(),
       resumeInput: () => {

@@ -139,6 +139,15 @@ export const MAX_IN_FLIGHT_REQUESTS = 256;
 export const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 /** Reply bytes queued on one connection (ours + the socket's); beyond it, reading pauses until drain. */
 export const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
+/**
+ * Largest per-connection buffer reused for write payloads that straddle socket chunks (only
+ * with a backend that copies write data); larger writes get a buffer of their own.
+ */
+export const MAX_WRITE_SCRATCH_BYTES = 8 * 1024 * 1024;
+/** Reads up to this long get a buffer from the server's read pool (backends with readInto). */
+export const MAX_POOLED_READ_BYTES = 4 * 1024 * 1024;
+/** Free read buffers a server keeps for reuse, across all its connections. */
+export const READ_POOL_FREE_BYTES = 32 * 1024 * 1024;
 /** Option data larger than this is a hostile client: it is disconnected rather than skipped. */
 export const MAX_OPTION_DATA_BYTES = 64 * 1024;
 /** Strings on the wire (export names, descriptions): the spec's hard limit. */

@@ -112,17 +112,21 @@ export class FileBackend implements BlockBackend {
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     const out = readBuffer(lengthBytes);
+    await this.readInto(offsetBytes, out);
+    return out;
+  }
+
+  async readInto(offsetBytes: number, target: Buffer): Promise<void> {
     let done = 0;
-    while (done < lengthBytes) {
-      const bytesRead = await pread(this.fh.fd, out, done, lengthBytes - done, offsetBytes + done);
+    while (done < target.length) {
+      const bytesRead = await pread(this.fh.fd, target, done, target.length - done, offsetBytes + done);
       if (bytesRead === 0) {
         // Past the file's end (someone truncated it under us): the disk reads as zeroes there.
-        out.fill(0, done);
+        target.fill(0, done);
         break;
       }
       done += bytesRead;
     }
-    return out;
   }
 
   async write(offsetBytes: number, data: Buffer, options: { fua: boolean }): Promise<void> {

@@ -8,6 +8,8 @@ import type { Socket } from 'node:net';
 export class ReplyWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Called once the socket has written the batch they were queued in (buffers to reuse). */
+  private onWritten: Array<() => void> = [];
   private scheduled = false;
   private closed = false;
   private bytesSent = 0;
@@ -33,9 +35,14 @@ export class ReplyWriter {
     }
   }
 
-  send2(header: Buffer, data: Buffer): void {
+  /**
+   * Queue a header and its payload. onWritten runs once the socket has written them (not if the
+   * connection goes away first: then the payload is simply left to the GC).
+   */
+  send2(header: Buffer, data: Buffer, onWritten?: () => void): void {
     if (this.closed) return;
     this.pending.push(header, data);
+    if (onWritten) this.onWritten.push(onWritten);
     this.pendingBytes += header.length + data.length;
     if (!this.scheduled) {
       this.scheduled = true;
@@ -51,13 +58,20 @@ export class ReplyWriter {
     this.pending = [];
     this.bytesSent += this.pendingBytes;
     this.pendingBytes = 0;
+    const callbacks = this.onWritten;
+    if (callbacks.length > 0) this.onWritten = [];
     if (this.socket.destroyed || !this.socket.writable) return;
+    // Writes complete in order: the last buffer's callback covers the whole batch. An error
+    // (the socket died) means libuv is done with the buffers all the same.
+    const done = callbacks.length > 0 ? () => callbacks.forEach((cb) => cb()) : undefined;
     if (buffers.length === 1) {
-      this.socket.write(buffers[0]);
+      this.socket.write(buffers[0], done);
       return;
     }
     this.socket.cork();
-    for (const b of buffers) this.socket.write(b);
+    const last = buffers.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(buffers[i]);
+    this.socket.write(buffers[last], done);
     this.socket.uncork();
   };
 
@@ -66,5 +80,6 @@ export class ReplyWriter {
     this.closed = true;
     this.pending = [];
     this.pendingBytes = 0;
+    this.onWritten = [];
   }
 }

@@ -12,10 +12,19 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { ExportCatalog } from './backend.js';
-import { CLOSE_GRACE_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, HANDSHAKE_TIMEOUT_MS, MAX_STRING_BYTES } from './constants.js';
+import {
+  CLOSE_GRACE_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_REQUEST_BYTES,
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_POOLED_READ_BYTES,
+  MAX_STRING_BYTES,
+  READ_POOL_FREE_BYTES,
+} from './constants.js';
 import { type ConnectionInfo, type DisconnectInfo, NbdConnection } from './connection.js';
 import type { NbdLogger } from './log.js';
 import { type NbdMetrics, newMetrics } from './metrics.js';
+import { ReadBufferPool } from './read-pool.js';
 
 export interface NbdServerOptions {
   catalog: ExportCatalog;
@@ -43,6 +52,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   private readonly options: Required<Omit<NbdServerOptions, 'catalog' | 'logger'>> & Pick<NbdServerOptions, 'catalog' | 'logger'>;
   private readonly connections = new Set<NbdConnection>();
   private readonly counters: NbdMetrics = newMetrics();
+  private readonly readPool = new ReadBufferPool(READ_POOL_FREE_BYTES, MAX_POOLED_READ_BYTES);
   private server: net.Server | undefined;
   private nextConnectionId = 1;
   private shuttingDown = false;
@@ -136,6 +146,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       maxRequestBytes: this.options.maxRequestBytes,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
       isShuttingDown: () => this.shuttingDown,
+      readPool: this.readPool,
     });
     this.connections.add(connection);
     this.counters.connectionsOpen++;

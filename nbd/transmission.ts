@@ -13,6 +13,7 @@ import {
   MAX_IN_FLIGHT_BYTES,
   MAX_IN_FLIGHT_REQUESTS,
   MAX_QUEUED_REPLY_BYTES,
+  MAX_WRITE_SCRATCH_BYTES,
   NBD_CMD_CACHE,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_DF,
@@ -34,11 +35,14 @@ import {
 import { describeError, errnoForError, NbdError } from './errors.js';
 import type { NegotiatedExport } from './handshake.js';
 import type { NbdMetrics } from './metrics.js';
+import type { ReadBufferPool } from './read-pool.js';
 import { type Cookie, offsetDataHeader, simpleReply, structuredDone, structuredError } from './replies.js';
 import type { ReplyWriter } from './reply-writer.js';
 
 export interface TransmissionHost {
   readonly writer: ReplyWriter;
+  /** Buffers for backends with readInto, shared by the server's connections. */
+  readonly readPool: ReadBufferPool;
   readonly metrics: NbdMetrics;
   pauseInput(): void;
   resumeInput(): void;
@@ -77,6 +81,8 @@ export class Transmission {
   private inFlightBytes = 0;
   private idleWaiters: Array<() => void> = [];
   private reader: ChunkReader | undefined;
+  /** Reused for write payloads that straddle chunks, when the backend copies write data. */
+  private writeScratch: Buffer | undefined;
 
   constructor(
     private readonly negotiated: NegotiatedExport,
@@ -118,7 +124,7 @@ export class Transmission {
       if (pending) {
         if (reader.length < pending.lengthBytes) return;
         this.pendingWrite = undefined;
-        this.dispatchWrite(pending, reader.take(pending.lengthBytes));
+        this.dispatchWrite(pending, this.takePayload(reader, pending.lengthBytes));
         continue;
       }
       if (this.overLimits()) {
@@ -177,11 +183,25 @@ export class Transmission {
         return;
       }
       const pending: PendingWrite = { flags, cookie, offsetBytes, lengthBytes };
-      if (reader.length >= lengthBytes) this.dispatchWrite(pending, reader.take(lengthBytes));
+      if (reader.length >= lengthBytes) this.dispatchWrite(pending, this.takePayload(reader, lengthBytes));
       else this.pendingWrite = pending;
       return;
     }
     this.dispatch(type, flags, cookie, offsetBytes, lengthBytes);
+  }
+
+  /**
+   * A write's payload. Safe to receive into the reused scratch buffer only because such a
+   * backend is done with `data` when write() returns, and dispatchWrite calls it before the
+   * next payload is taken.
+   */
+  private takePayload(reader: ChunkReader, lengthBytes: number): Buffer {
+    if (!this.backend.copiesWriteData || lengthBytes > MAX_WRITE_SCRATCH_BYTES) return reader.take(lengthBytes);
+    if (!this.writeScratch || this.writeScratch.length < lengthBytes) {
+      // Grow in powers of two, so a run of slightly different sizes allocates once.
+      this.writeScratch = Buffer.allocUnsafeSlow(Math.min(MAX_WRITE_SCRATCH_BYTES, 2 ** Math.ceil(Math.log2(Math.max(lengthBytes, 4096)))));
+    }
+    return reader.take(lengthBytes, this.writeScratch);
   }
 
   private dispatchWrite(request: PendingWrite, data: Buffer): void {
@@ -320,21 +340,26 @@ export class Transmission {
   private runRead(cookie: Cookie, offsetBytes: number, lengthBytes: number): void {
     this.begin(lengthBytes);
     let promise: Promise<Buffer>;
+    // A pooled buffer goes back once the socket has written it; on failure it is dropped.
+    const pooled = this.backend.readInto ? this.host.readPool.take(lengthBytes) : undefined;
     try {
-      promise = lengthBytes === 0 ? Promise.resolve(Buffer.alloc(0)) : this.backend.read(offsetBytes, lengthBytes);
+      if (lengthBytes === 0) promise = Promise.resolve(Buffer.alloc(0));
+      else if (pooled) promise = this.backend.readInto!(offsetBytes, pooled).then(() => pooled);
+      else promise = this.backend.read(offsetBytes, lengthBytes);
     } catch (err) {
       promise = Promise.reject(err);
     }
     promise.then(
       (data) => {
+        const release = pooled && (() => this.host.readPool.give(pooled));
         if (data.length !== lengthBytes) {
           // A backend bug, not a client's: never send a short payload, the stream would desync.
           this.backendFailed(NBD_CMD_READ, cookie, new Error(`backend returned ${data.length} bytes for a ${lengthBytes}-byte read`));
         } else if (this.structured) {
           if (lengthBytes === 0) this.host.writer.send(structuredDone(cookie));
-          else this.host.writer.send2(offsetDataHeader(cookie, offsetBytes, lengthBytes), data);
+          else this.host.writer.send2(offsetDataHeader(cookie, offsetBytes, lengthBytes), data, release);
         } else {
-          this.host.writer.send2(simpleReply(0, cookie), data);
+          this.host.writer.send2(simpleReply(0, cookie), data, release);
         }
         this.end(lengthBytes);
       },

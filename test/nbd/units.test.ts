@@ -12,6 +12,7 @@ import * as C from '../../nbd/constants.js';
 import { errnoForError } from '../../nbd/errors.js';
 import { FileBackend } from '../../nbd/file-backend.js';
 import { parseInfoRequest } from '../../nbd/handshake.js';
+import { ReadBufferPool } from '../../nbd/read-pool.js';
 import { RateLimitedLog } from '../../nbd/log.js';
 import { recordingLogger } from '../helpers/nbd-server.js';
 import { infoRequest } from './raw-client.js';
@@ -55,6 +56,45 @@ describe('ChunkReader', () => {
     chunk[0] = 0x7a;
     expect(view.toString()).toBe('zbcd');
     expect(() => r.take(5)).toThrow(RangeError);
+  });
+
+  it('copies bytes that straddle chunks into the scratch buffer when it is long enough', () => {
+    const r = new ChunkReader();
+    r.push(Buffer.from('abc'));
+    r.push(Buffer.from('defgh'));
+    const scratch = Buffer.alloc(8);
+    const out = r.take(5, scratch);
+    expect(out.toString()).toBe('abcde');
+    expect(out.buffer).toBe(scratch.buffer);
+    const tooSmall = Buffer.alloc(2);
+    r.push(Buffer.from('ij'));
+    const own = r.take(5, tooSmall);
+    expect(own.toString()).toBe('fghij');
+    expect(own.buffer).not.toBe(tooSmall.buffer);
+  });
+});
+
+describe('ReadBufferPool', () => {
+  it('hands out power-of-two classes, reuses what comes back, keeps at most its free bound', () => {
+    const pool = new ReadBufferPool(12 * 1024, 8192);
+    const a = pool.take(4096)!;
+    const b = pool.take(5000)!;
+    expect(a.length).toBe(4096);
+    expect(b.length).toBe(5000);
+    expect(b.buffer.byteLength).toBe(8192);
+    expect(pool.take(8193)).toBeUndefined();
+    expect(pool.take(0)).toBeUndefined();
+    pool.give(a);
+    pool.give(b);
+    expect(pool.freeBytesHeld).toBe(12 * 1024);
+    expect(pool.take(3000)!.buffer).toBe(a.buffer);
+    expect(pool.take(8000)!.buffer).toBe(b.buffer);
+    const c = pool.take(8192)!;
+    const d = pool.take(8192)!;
+    pool.give(c);
+    pool.give(d); // over the bound: dropped
+    expect(pool.freeBytesHeld).toBe(8192);
+    expect(() => pool.give(Buffer.alloc(100))).toThrow(RangeError);
   });
 });
 
