@@ -246,6 +246,14 @@ export class ControllerProcess {
       res.end(body);
       return;
     }
+    if (req.method === 'GET' && req.url === '/chain') {
+      // Where each chain member accepts links (/status has no addresses): `freebs scrub` reads the
+      // replicas' /checksums there.
+      const c = this.actor.getSnapshot().context;
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify({ epoch: c.epoch, chain: c.chain }));
+      return;
+    }
     if (this.metrics.serve(req, res)) return;
     if (this.options.httpHandler?.(req, res)) return;
     if (this.viz.http(req, res)) return;

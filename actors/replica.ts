@@ -12,6 +12,7 @@ import { DialingLink } from '../protocol/dialer.js';
 import type { Link } from '../protocol/link.js';
 import { LinkServer } from '../protocol/server.js';
 import { LamportClock } from '../protocol/clock.js';
+import { serveChecksums } from './checksums.js';
 import { ControllerLink, PeerSightings } from './controller-link.js';
 import { Forwarder, type FrameSink } from './forwarder.js';
 import { MemberMetrics, replicaGauges } from './metrics.js';
@@ -63,6 +64,7 @@ export class ReplicaProcess {
   private closed = false;
   private readonly sightings = new PeerSightings();
   private controller: ControllerLink | null = null;
+  private readonly checksumScan = { scanning: false };
 
   private constructor(private readonly options: ReplicaOptions) {
     const { store, id } = options;
@@ -85,12 +87,14 @@ export class ReplicaProcess {
       onLink: (link, hello) => this.accept(link, hello),
       httpHandler: (req, res) => {
         if (this.metrics.serve(req, res)) return;
+        // Per-chunk content hashes for `freebs scrub` (actors/checksums.ts).
+        if (serveChecksums(id, store, req, res, this.checksumScan)) return;
         if (req.method === 'GET' && req.url === '/status') {
           res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
           res.end(JSON.stringify(this.status));
         } else {
           res.writeHead(404, { 'content-type': 'text/plain' });
-          res.end('not found: try /status or /metrics\n');
+          res.end('not found: try /status, /metrics or /checksums\n');
         }
       },
     });

@@ -52,6 +52,12 @@ export class Verifier {
   /** Generations sent to each block whose outcome is unknown (in flight, failed, cut off). */
   private readonly uncertain = new Map<number, Set<number>>();
   private readonly nextGeneration: Int32Array;
+  /**
+   * Blocks with a write in flight. Never two at once to one block: NBD does not order
+   * overlapping requests in flight (a file backend's pwrites run on a thread pool), so the older
+   * generation may land last, and both are acknowledged — which verify() would call lost.
+   */
+  private readonly writing: Uint8Array;
   private rng: number;
   private readonly report: VerifierReport = { writesSent: 0, writesAcked: 0, flushesAcked: 0, clientErrors: {}, worstStallMs: 0, reconnects: 0 };
   private lastProgressMs = 0;
@@ -63,6 +69,7 @@ export class Verifier {
     this.blockBytes = options.blockBytes ?? 4096;
     this.acked = new Int32Array(options.blocks);
     this.nextGeneration = new Int32Array(options.blocks);
+    this.writing = new Uint8Array(options.blocks);
     this.rng = (options.seed ?? 1) >>> 0 || 1;
   }
 
@@ -134,7 +141,14 @@ export class Verifier {
         await this.track(client.flush(), () => this.report.flushesAcked++);
         continue;
       }
-      const block = this.random() % this.options.blocks;
+      let block = this.random() % this.options.blocks;
+      for (let tries = 0; this.writing[block] && tries < this.options.blocks; tries++) block = (block + 1) % this.options.blocks;
+      if (this.writing[block]) {
+        // More writers than blocks: wait for one to finish.
+        await sleep(1);
+        continue;
+      }
+      this.writing[block] = 1;
       const generation = ++this.nextGeneration[block];
       let set = this.uncertain.get(block);
       if (!set) this.uncertain.set(block, (set = new Set()));
@@ -150,6 +164,7 @@ export class Verifier {
           this.acked[block] = generation;
         }
       });
+      this.writing[block] = 0;
     }
   }
 

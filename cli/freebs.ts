@@ -7,6 +7,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, resolveOptions, type MemberCommand } from './config.js';
 import { parseSizeBytes } from './size.js';
 import { runController, runDriver, runReplica, runServe, type ControllerCliOptions, type DriverCliOptions, type ReplicaCliOptions } from './members.js';
+import { runInject } from './inject.js';
+import { runScrub } from './scrub.js';
 import { runStatus } from './status.js';
 import { runUp } from './up.js';
 
@@ -125,6 +127,27 @@ program
   .addOption(new Option('--controller <url>', 'the controller (http://, ws:// or host:port)').env('FREEBS_CONTROLLER').default('http://127.0.0.1:8080'))
   .option('--json', "print the controller's /status document instead of a table")
   .action(runStatus);
+
+program
+  .command('inject')
+  .description('run a fault-injection scenario (deploy/faults/*.yaml) against a cluster of its own and judge it')
+  .argument('<scenario>', 'scenario file (YAML; format in deploy/faults/README.md)')
+  .option('--out <file>', 'write the verdict as JSON here (and the visualizer trace beside it, FILE.trace.json)')
+  .option('--dir <path>', 'data directory of the run (default: a fresh temp directory)')
+  .option('--keep', 'keep the data and logs (they are kept anyway when the verdict fails)')
+  .option('--heartbeat-ms <ms>', "heartbeat period T, overriding the scenario's", positive)
+  .action((scenario: string, options: { out?: string; dir?: string; keep?: boolean; heartbeatMs?: number }) => runInject(scenario, options));
+
+program
+  .command('scrub')
+  .description("compare the chain replicas' content chunk by chunk (like DRBD online verify); --repair replaces a replica that differs")
+  .addOption(new Option('--controller <url>', 'the controller (http://, ws:// or host:port)').env('FREEBS_CONTROLLER').default('http://127.0.0.1:8080'))
+  .option('--chunk <bytes>', 'chunk size compared, e.g. 1M', size, 1024 * 1024)
+  .option('--repair', 'stop a replica that differs from the majority, move its data aside, and let the controller replace it (local clusters; needs --dir)')
+  .option('--dir <path>', 'the cluster data directory (freebs up --dir), for --repair')
+  .option('--json', 'print the report as JSON')
+  .option('--timeout-ms <ms>', 'how long to wait for the replicas to reach one version, and for a repair to heal', positive, 60_000)
+  .action(runScrub);
 
 program
   .command('serve')
