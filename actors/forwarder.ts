@@ -19,6 +19,8 @@ export interface FrameSink {
   /** Resolves when the sink can take more, or the link closed. */
   drained(): Promise<void>;
   readonly open: boolean;
+  /** Drop the link: the successor dials again and asks for a fresh SYNC. */
+  close(reason: string): void;
 }
 
 export interface SyncProgressListener {
@@ -73,8 +75,12 @@ export class Forwarder {
     this.pumping = true;
     this.pump()
       .catch((err: unknown) => {
-        this.log.error({ err }, 'forwarding to successor failed');
+        // Typically the log no longer reaches back to the cursor (an image replaced it under a
+        // live stream). Stopping alone left the successor linked and waiting forever (simulator,
+        // seed 46): drop its link, so it SYNCs again and gets an image.
+        this.log.error({ err }, 'forwarding to successor failed; dropping its link so it SYNCs again');
         this.stopped = true;
+        this.sink.close('forwarding failed: SYNC again');
       })
       .finally(() => {
         this.pumping = false;

@@ -9,7 +9,7 @@ import { replicaMachine, type ReplicaEmitted, type ReplicaMachine } from '../mac
 import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
 import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
-import type { Link } from '../protocol/link.js';
+import { CloseCodes, type Link } from '../protocol/link.js';
 import { LinkServer } from '../protocol/server.js';
 import { LamportClock } from '../protocol/clock.js';
 import { serveChecksums } from './checksums.js';
@@ -171,7 +171,10 @@ export class ReplicaProcess {
       this.receiveFromPeer(hello, batch.frames);
     });
     link.on('close', () => {
-      if (this.peers.get(hello.id) === link) this.peers.delete(hello.id);
+      // Only the peer's current link counts: an old link's close noticed after the peer linked
+      // again (found by the simulator, seed 14) would stop forwarding on the new one for good.
+      if (this.peers.get(hello.id) !== link) return;
+      this.peers.delete(hello.id);
       this.actor.send({ type: 'successor.down', id: hello.id });
     });
   }
@@ -225,6 +228,9 @@ export class ReplicaProcess {
     };
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i];
+      // The predecessor started over (a second SYNC answered): the image in progress will never
+      // end, and the new one's chunks must not go into it (simulator, seed 339).
+      if (this.image && frame.t === 'sync-start') this.abandonImage('the predecessor started the stream again');
       if (this.image) {
         // Everything after an image waits until the image is in place.
         const image = this.image;
@@ -291,12 +297,26 @@ export class ReplicaProcess {
       this.actor.send({ type: 'upstream.down', reason: 'image install failed' });
       return;
     }
-    this.image = null;
+    // A newer image may have started while this one committed: it stays, and what followed this
+    // one was sent again after it.
+    const superseded = this.image !== image;
+    if (!superseded) this.image = null;
     this.recent.clear();
     this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image installed');
     this.actor.send({ type: 'sync.start', frame: image.start });
     this.actor.send({ type: 'store.applied', appliedVersion: this.options.store.version });
-    this.receiveFromUpstream(predecessorId, image.after);
+    if (!superseded) this.receiveFromUpstream(predecessorId, image.after);
+  }
+
+  /** Drop the image being received (its area is deleted); one already committing finishes. */
+  private abandonImage(reason: string): void {
+    const image = this.image;
+    if (!image) return;
+    this.image = null;
+    this.log.info({ imageVersion: image.start.imageVersion, chunks: image.chunks, reason }, 'sync: image abandoned');
+    void image.written
+      .then((sink) => sink?.abort())
+      .catch((err: unknown) => this.log.debug({ err }, 'sync: abandoned image was already committing'));
   }
 
   /** The machine's intentions, carried out. */
@@ -408,6 +428,7 @@ export class ReplicaProcess {
       get open() {
         return link.isOpen;
       },
+      close: (reason) => void link.close(CloseCodes.goingAway, reason),
     };
     this.forwarder = new Forwarder(this.options.store, this.recent, sink, fromVersion, () => this.actor.getSnapshot().context.epoch, this.log.child({ successor: to }));
     this.forwarder.start().catch((err: unknown) => this.log.error({ err }, 'could not start forwarding'));
@@ -438,9 +459,7 @@ export class ReplicaProcess {
     });
     upstream.on('down', ({ reason }) => {
       if (this.upstream !== upstream) return;
-      const image = this.image;
-      this.image = null;
-      void image?.written.then((sink) => sink?.abort());
+      this.abandonImage(`link to the predecessor down: ${reason}`);
       this.actor.send({ type: 'upstream.down', reason });
     });
   }

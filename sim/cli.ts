@@ -1,5 +1,5 @@
 /**
- * npm run sim -- --seeds 10000 [--start N] [--verbose] [--seed N] [--patch-actors] [--driver-crashes] [--fault-ms MS]
+ * npm run sim -- --seeds 10000 [--start N] [--verbose] [--seed N] [--driver-crashes] [--fault-ms MS]
  *
  * Runs many seeds, prints a summary; for each failing seed, its seed, what broke, the cluster's
  * state and the trace of the events that led to it (the run replayed with tracing on: a seed
@@ -7,7 +7,6 @@
  * and a line per seed.
  */
 import { parseArgs } from 'node:util';
-import { allActorPatches } from './env.js';
 import { runSeed, type RunResult } from './run.js';
 import { Trace } from './trace.js';
 
@@ -17,7 +16,6 @@ const { values } = parseArgs({
     start: { type: 'string', default: '1' },
     seed: { type: 'string' },
     verbose: { type: 'boolean', default: false },
-    'patch-actors': { type: 'boolean', default: false },
     'driver-crashes': { type: 'boolean', default: false },
     'fault-ms': { type: 'string' },
     'trace-lines': { type: 'string', default: '400' },
@@ -25,7 +23,6 @@ const { values } = parseArgs({
   },
 });
 
-const patches = values['patch-actors'] ? allActorPatches : [];
 const faultMs = values['fault-ms'] !== undefined ? Number(values['fault-ms']) : undefined;
 const first = values.seed !== undefined ? Number(values.seed) : Number(values.start);
 const count = values.seed !== undefined ? 1 : Number(values.seeds);
@@ -48,7 +45,7 @@ let simMs = 0;
 let ops = 0;
 let reads = 0;
 for (let seed = first; seed < first + count; seed++) {
-  const r = runSeed({ seed, patches, driverCrashes: values['driver-crashes'], ...(faultMs !== undefined ? { faultMs } : {}) });
+  const r = runSeed({ seed, driverCrashes: values['driver-crashes'], ...(faultMs !== undefined ? { faultMs } : {}) });
   steps += r.steps;
   simMs += r.simMs;
   ops += r.workload.issued;
@@ -65,7 +62,7 @@ const wallS = (performance.now() - started) / 1000;
 
 for (const f of failures.slice(0, maxShown)) {
   // Replay with the trace on; it must fail the same way.
-  const replay = runSeed({ seed: f.seed, patches, driverCrashes: values['driver-crashes'], trace: true, ...(faultMs !== undefined ? { faultMs } : {}) });
+  const replay = runSeed({ seed: f.seed, driverCrashes: values['driver-crashes'], trace: true, ...(faultMs !== undefined ? { faultMs } : {}) });
   console.log(`\n=== seed ${f.seed} FAILED: ${f.failure}`);
   if (replay.failure !== f.failure) console.log(`!!! the replay failed differently: ${replay.failure} — the run is not deterministic`);
   console.log(`parameters: ${f.params}; faults: ${JSON.stringify(f.faults)}`);
@@ -75,10 +72,10 @@ for (const f of failures.slice(0, maxShown)) {
   for (const line of lines) console.log(Trace.format(line));
 }
 
-console.log(`\n${count} seeds (${first}…${first + count - 1})${patches.length ? `, actor patches: ${patches.join(', ')}` : ''}: ${count - failures.length} passed, ${failures.length} failed in ${wallS.toFixed(1)} s`);
+console.log(`\n${count} seeds (${first}…${first + count - 1}): ${count - failures.length} passed, ${failures.length} failed in ${wallS.toFixed(1)} s`);
 console.log(`  ${(simMs / 1000).toFixed(0)} simulated s, ${steps} steps, ${ops} client requests, ${reads} reads checked`);
 for (const [k, seeds] of kinds) console.log(`  ${seeds.length}× ${k}  (seeds ${seeds.slice(0, 10).join(', ')}${seeds.length > 10 ? ', …' : ''})`);
 if (failures.length > 0) {
-  console.log(`replay one: npm run sim -- --seed ${failures[0].seed}${patches.length ? ' --patch-actors' : ''} --verbose`);
+  console.log(`replay one: npm run sim -- --seed ${failures[0].seed} --verbose`);
   process.exitCode = 1;
 }

@@ -41,38 +41,8 @@ export interface SimParams {
   helloTimeoutMs: number;
 }
 
-/**
- * Fixes to actors/ that the simulator can model (the actors are not ours to change; each is a
- * bug the simulator found there). Off, the simulator mirrors the actors as they are.
- */
-export type ActorPatch =
-  /**
-   * actors/forwarder.ts: when the log no longer reaches back to the cursor (the predecessor
-   * installed an image under a live stream), the forwarder stops for good and the successor,
-   * still linked, waits forever. Patched: close the successor's link, so it SYNCs again.
-   */
-  | 'forwarder-log-truncated'
-  /**
-   * actors/replica.ts: a link's 'close' sends `successor.down` for that peer even when the peer
-   * already linked again (the old link's close is noticed late), stopping the new link's
-   * forwarding. Patched: only the peer's current link going down counts.
-   */
-  | 'stale-successor-down'
-  /**
-   * actors/replica.ts: a new sync-start that arrives while an image is being received (the
-   * predecessor restarted the stream: a second SYNC, sent on a config change or by the 200 ms
-   * retry) is queued behind the image, while the new image's chunks are written into the old
-   * one; the new image then never completes (every later frame waits behind it) or completes
-   * with chunks missing (a corrupt copy). Patched: a sync-start during an image abandons it,
-   * and an install that finishes late does not clear a newer one.
-   */
-  | 'restarted-image-stream';
-
-export const allActorPatches: readonly ActorPatch[] = ['forwarder-log-truncated', 'stale-successor-down', 'restarted-image-stream'];
 
 export interface SimEnv {
-  /** Actor fixes modelled in this run. */
-  readonly patches: ReadonlySet<ActorPatch>;
   readonly sched: Scheduler;
   readonly net: Network;
   readonly trace: Trace;

@@ -154,7 +154,7 @@ export class SimReplica implements Listener {
       if (!this.alive) return;
       const current = this.peers.get(hello.id) === link;
       if (current) this.peers.delete(hello.id);
-      if (current || !this.env.patches.has('stale-successor-down')) this.actor.send({ type: 'successor.down', id: hello.id });
+      if (current) this.actor.send({ type: 'successor.down', id: hello.id });
     };
   }
 
@@ -202,7 +202,7 @@ export class SimReplica implements Listener {
     };
     for (const frame of frames) {
       if (!this.alive) return;
-      if (this.image && frame.t === 'sync-start' && this.env.patches.has('restarted-image-stream')) this.image = null;
+      if (this.image && frame.t === 'sync-start') this.image = null;
       if (this.image) {
         const image = this.image;
         if (frame.t === 'image-chunk') {
@@ -248,7 +248,7 @@ export class SimReplica implements Listener {
         this.store.commitImage(imageVersion, image.content);
         this.env.checker.checkImage(this.id, imageVersion, image.content);
         this.env.trace.log(this.id, `image v${imageVersion} installed (${image.chunks} chunks)`);
-        const superseded = this.image !== image && this.env.patches.has('restarted-image-stream');
+        const superseded = this.image !== image;
         if (!superseded) this.image = null;
         this.recent.clear();
         this.actor.send({ type: 'sync.start', frame: image.start });
@@ -498,7 +498,7 @@ export class SimForwarder {
       this.env.trace.log(this.owner.id, `forwarding failed: ${describe(err).message}`);
       this.stopped = true;
       this.pumping = false;
-      if (this.env.patches.has('forwarder-log-truncated')) this.sink.close('log truncated under the stream: SYNC again');
+      this.sink.close('log truncated under the stream: SYNC again');
       return;
     }
     let i = 0;

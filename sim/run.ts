@@ -22,7 +22,7 @@ import { Checker, firstDifference, SimFailure } from './checker.js';
 import { SimController } from './controller.js';
 import { SimStore } from './disk.js';
 import { SimDriver } from './driver.js';
-import { driverId, urlOf, type ActorPatch, type SimEnv, type SimParams } from './env.js';
+import { driverId, urlOf, type SimEnv, type SimParams } from './env.js';
 import { Network, defaultNetworkOptions } from './network.js';
 import { SimReplica } from './replica.js';
 import { Rng } from './rng.js';
@@ -41,8 +41,6 @@ export interface RunOptions {
   faultMs?: number;
   /** No faults at all (a baseline). */
   noFaults?: boolean;
-  /** Actor fixes to model (sim/env.ts); none: the actors as they are. */
-  patches?: readonly ActorPatch[];
   /** Also crash and restart the driver (kill -9: its uncommitted writes die with it). */
   driverCrashes?: boolean;
 }
@@ -139,7 +137,6 @@ export function runSeed(options: RunOptions): RunResult {
   const checker = new Checker(params.blocks, params.blockBytes);
   const net = new Network(sched, netRng, trace, defaultNetworkOptions);
   const env: SimEnv = {
-    patches: new Set(options.patches ?? []),
     sched,
     net,
     trace,

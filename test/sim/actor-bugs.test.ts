@@ -1,44 +1,25 @@
 /**
- * Bugs the simulator found in actors/ (not ours to change while others work there): each seed
- * below fails with the actors as they are and passes with the one fix the simulator models
- * (sim/env.ts, ActorPatch). When an actor is fixed, mirror the fix in sim/ (replica.ts follows
- * actors/replica.ts and forwarder.ts), drop its patch, and this test turns into a plain seed.
+ * Seeds that found bugs in actors/ (the simulator mirrors actors/replica.ts and forwarder.ts in
+ * sim/replica.ts). Each failed before its fix, in the way named; they stay as regression seeds.
  *
- * Seeds pin the simulator's current draws: a change to sim/ may move a bug to another seed
- * (`npx tsx sim/cli.ts --seeds 400` lists the failing ones).
+ * Seeds pin the simulator's draws: a change to sim/ may move a bug to another seed, so these
+ * guard the fix only as long as the draws stay; the wider seed ranges guard the rest.
  */
 import { describe, expect, it } from 'vitest';
-import type { ActorPatch } from '../../sim/env.js';
 import { runSeed } from '../../sim/run.js';
 
-const cases: Array<{ patch: ActorPatch; seed: number; failure: RegExp; what: string }> = [
-  {
-    patch: 'stale-successor-down',
-    seed: 14,
-    failure: /not converged/,
-    what: "a late 'close' of a successor's old link stops forwarding on its new one; the successor waits forever",
-  },
-  {
-    patch: 'forwarder-log-truncated',
-    seed: 46,
-    failure: /not converged/,
-    what: 'the forwarder stops for good when an image replaced the log under its cursor; the successor waits forever',
-  },
-  {
-    patch: 'restarted-image-stream',
-    seed: 339,
-    failure: /r4 is syncing/,
-    what: "a second sync-start during an image is queued behind it while its chunks go into the first; the replica never leaves 'syncing'",
-  },
+const cases: Array<{ seed: number; bug: string }> = [
+  { seed: 14, bug: "a late 'close' of a successor's old link stopped forwarding on its new one; the successor waited forever" },
+  { seed: 46, bug: 'the forwarder stopped for good when an image replaced the log under its cursor; the successor waited forever' },
+  { seed: 339, bug: "a second sync-start during an image was queued behind it while its chunks went into the first; the replica never left 'syncing'" },
 ];
 
-describe('actor bugs the simulator found', () => {
+describe('actor bugs the simulator found, fixed', () => {
   for (const c of cases) {
-    it(`${c.patch}: ${c.what} (seed ${c.seed})`, () => {
-      const asIs = runSeed({ seed: c.seed });
-      expect(asIs.failure, 'the actors as they are now pass this seed: fixed? mirror the fix in sim/ and drop the patch').toMatch(c.failure);
-      const fixed = runSeed({ seed: c.seed, patches: [c.patch] });
-      expect(fixed.failure, fixed.state).toBeNull();
+    it(`seed ${c.seed}: ${c.bug}`, () => {
+      const r = runSeed({ seed: c.seed });
+      expect(r.failure, `${r.params}\n${r.state}\nreplay: npm run sim -- --seed ${c.seed} --verbose`).toBeNull();
+      expect(r.lastVersion).toBeGreaterThan(0);
     });
   }
 });
