@@ -77,6 +77,10 @@ export class LocalVolume implements BlockBackend {
     return this.store.read(offsetBytes, lengthBytes);
   }
 
+  readInto(offsetBytes: number, target: Buffer): Promise<void> {
+    return this.store.readInto(offsetBytes, target);
+  }
+
   write(offsetBytes: number, data: Buffer, options: { fua: boolean }): Promise<void> {
     return this.apply('write', offsetBytes, data.length, data, options.fua);
   }

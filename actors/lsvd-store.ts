@@ -39,6 +39,10 @@ export class LsvdStore implements ReplicaStore {
     return this.lsvd.read(offsetBytes, lengthBytes);
   }
 
+  readInto(offsetBytes: number, target: Buffer): Promise<void> {
+    return this.lsvd.readInto(offsetBytes, target);
+  }
+
   hasRecordsSince(version: number): Promise<boolean> {
     return Promise.resolve(this.lsvd.hasRecordsSince(version));
   }

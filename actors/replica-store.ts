@@ -15,6 +15,8 @@ export interface ReplicaStore {
   /** Make everything applied so far durable; resolves with the durable version. */
   flush(): Promise<number>;
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /** read() into the caller's buffer (holes as zeros). */
+  readInto(offsetBytes: number, target: Buffer): Promise<void>;
   /** Whether the log still holds every version after `version` (else an image is needed). */
   hasRecordsSince(version: number): Promise<boolean>;
   /** Versions after `version`, in order, as write frames (epoch 0: the forwarder stamps it). */

@@ -19,6 +19,7 @@ import { SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js
 import { readSuperblock, writeSuperblock } from './superblock.js';
 import { listCheckpoints, writeCheckpoint, type CheckpointData, type CheckpointSegment } from './checkpoint.js';
 import { recover, type OpenReport } from './recovery.js';
+import { CachedReadPolicy } from './cached-reads.js';
 import { copyVictim, makeRelocator, OutputSegments, rangeListBytes, referencedRanges, type GcReport, type RelocationTable } from './gc.js';
 import {
   ClosedError,
@@ -123,6 +124,8 @@ export class Lsvd {
   private checkpointDueRecords: number;
   private checkpointDueBytes: number;
   private maintenance: Promise<unknown> = Promise.resolve();
+  /** When reads may bypass the thread pool. */
+  private readonly cachedReads = new CachedReadPolicy();
   private closing: Promise<void> | undefined;
   private closed = false;
   private readonly segmentSizeBytes: number;
@@ -313,7 +316,13 @@ export class Lsvd {
       if (!snap) throw new SnapshotUnknownError(options.snapshot);
       map = snap.map;
     }
-    return this.readFrom(map, offsetBytes, lengthBytes);
+    return this.readRange(map, offsetBytes, lengthBytes);
+  }
+
+  private async readRange(map: ExtentMap, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(lengthBytes);
+    await this.readFrom(map, offsetBytes, out);
+    return out;
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -323,18 +332,43 @@ export class Lsvd {
     if (offsetBytes + lengthBytes > this.sizeBytes) throw new OutOfRangeError(`range [${offsetBytes}, ${offsetBytes + lengthBytes}) is past the volume end ${this.sizeBytes}`);
   }
 
-  /** Lookup and start every read in one synchronous pass, so each segment is pinned before any await. */
-  private readFrom(map: ExtentMap, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const out = Buffer.alloc(lengthBytes);
+  /**
+   * Read into `target` (the caller's buffer: a pooled one saves an allocation per read). Holes
+   * read as zeros.
+   */
+  async readInto(offsetBytes: number, target: Buffer, options: ReadOptions = {}): Promise<void> {
+    this.assertOpen();
+    this.checkRange(offsetBytes, target.length);
+    let map = this.map;
+    if (options.snapshot !== undefined) {
+      const snap = this.snapshots.get(options.snapshot);
+      if (!snap) throw new SnapshotUnknownError(options.snapshot);
+      map = snap.map;
+    }
+    return this.readFrom(map, offsetBytes, target);
+  }
+
+  /**
+   * Lookup and start every read in one synchronous pass, so each segment is pinned before any
+   * await. Pieces the page cache likely holds are read at once (storage/cached-reads.ts).
+   */
+  private readFrom(map: ExtentMap, offsetBytes: number, out: Buffer): Promise<void> {
     const reads: Array<Promise<void>> = [];
-    map.lookup(offsetBytes, lengthBytes, (s, l, segId, pos) => {
+    const sync = this.cachedReads.trySync(out.length);
+    let filled = 0;
+    map.lookup(offsetBytes, out.length, (s, l, segId, pos) => {
       const seg = this.segments.get(segId);
       if (!seg) throw new CorruptError(`invariant: extent at ${s} points into unknown segment id ${segId}`);
-      if (this.writer.readPending(seg, pos, l, out, s - offsetBytes)) return;
-      reads.push(seg.readAt(out, s - offsetBytes, l, pos));
+      const at = s - offsetBytes;
+      if (at > filled) out.fill(0, filled, at);
+      filled = at + l;
+      if (this.writer.readPending(seg, pos, l, out, at)) return;
+      if (sync && this.cachedReads.timed(() => seg.readAtSync(out, at, l, pos))) return;
+      reads.push(seg.readAt(out, at, l, pos));
     });
-    if (reads.length === 0) return Promise.resolve(out);
-    return Promise.all(reads).then(() => out);
+    if (filled < out.length) out.fill(0, filled);
+    if (reads.length === 0) return Promise.resolve();
+    return Promise.all(reads).then(() => undefined);
   }
 
   // ---- maintenance: checkpoints --------------------------------------------------------
@@ -541,7 +575,7 @@ export class Lsvd {
     for (let i = 0; i < runs.length; i += 2) {
       for (let off = runs[i]; off < runs[i] + runs[i + 1]; off += maxChunkBytes) {
         const len = Math.min(maxChunkBytes, runs[i] + runs[i + 1] - off);
-        yield { offsetBytes: off, data: await this.readFrom(map, off, len) };
+        yield { offsetBytes: off, data: await this.readRange(map, off, len) };
       }
     }
   }
@@ -702,7 +736,7 @@ export class Lsvd {
       const index = Buffer.alloc(8);
       for (const c of chunks) {
         const off = c * HASH_CHUNK_BYTES;
-        const data = await this.readFrom(map, off, Math.min(HASH_CHUNK_BYTES, this.sizeBytes - off));
+        const data = await this.readRange(map, off, Math.min(HASH_CHUNK_BYTES, this.sizeBytes - off));
         if (isAllZero(data)) continue;
         index.writeUInt32LE(c % 2 ** 32, 0);
         index.writeUInt32LE(Math.floor(c / 2 ** 32), 4);

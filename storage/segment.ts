@@ -8,6 +8,7 @@
  * | crc32c(bytes 0..16) u32 | 12 reserved zero bytes.
  */
 import { crc32c } from '@node-rs/crc32';
+import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FORMAT_VERSION, readU64, writeU64 } from './record.js';
@@ -72,6 +73,8 @@ export class SegmentFile {
   private deleted: Promise<void> | undefined;
   private onDeleted: (() => void) | undefined;
   private fhPromise: Promise<FileHandle> | undefined;
+  /** The open file's descriptor, once open: synchronous reads need it at hand. */
+  private fd: number | undefined;
 
   /**
    * Synchronous so the writer can roll over inside a synchronous append: the file itself is
@@ -101,11 +104,17 @@ export class SegmentFile {
     if (!this.fhPromise) {
       // 'wx+': a name collision means our numbering is wrong; never clobber a segment.
       const flags = this.mode === 'create' ? 'wx+' : this.mode === 'existing' ? 'r+' : 'r';
-      this.fhPromise = open(this.path, flags).catch((err: unknown) => {
+      this.fhPromise = open(this.path, flags).then(
+        (fh) => {
+          this.fd = fh.fd;
+          return fh;
+        },
+        (err: unknown) => {
         this.fhPromise = undefined;
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CorruptError(`segment ${this.name} is missing in ${this.dir}`);
         throw wrapFsError(err, `open segment ${this.path}`);
-      });
+        },
+      );
     }
     return this.fhPromise;
   }
@@ -127,6 +136,26 @@ export class SegmentFile {
       this.pins -= 1;
       if (this.retired && this.pins === 0) this.finishDelete();
     }
+  }
+
+  /**
+   * readAt without waiting, when the file is open (storage/cached-reads.ts says when that pays):
+   * false if it is not open yet (use readAt). Nothing can retire the file during the call.
+   */
+  readAtSync(target: Buffer, targetOffset: number, length: number, positionBytes: number): boolean {
+    const fd = this.fd;
+    if (fd === undefined || this.retired) return false;
+    let done = 0;
+    try {
+      while (done < length) {
+        const bytesRead = readSync(fd, target, targetOffset + done, length - done, positionBytes + done);
+        if (bytesRead === 0) throw new CorruptError(`segment ${this.name} ends at ${positionBytes + done}, expected data up to ${positionBytes + length}`);
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw wrapFsError(err, `read segment ${this.name}`);
+    }
+    return true;
   }
 
   /** Write all of `buffers` at `position` (loops over short writes). */
@@ -172,6 +201,7 @@ export class SegmentFile {
       this.retired = true;
       this.deleted = new Promise<void>((resolve) => {
         this.onDeleted = () => {
+          this.fd = undefined;
           const closing = this.fhPromise ? this.fhPromise.then((fh) => fh.close()).catch(() => undefined) : Promise.resolve();
           void closing
             .then(() => unlinkFn(this.path))
@@ -194,6 +224,7 @@ export class SegmentFile {
     if (this.retired || !this.fhPromise) return;
     const p = this.fhPromise;
     this.fhPromise = undefined;
+    this.fd = undefined;
     await p.then((fh) => fh.close()).catch(() => undefined);
   }
 }
