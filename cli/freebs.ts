@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env -S node --initial-old-space-size=256 --import tsx
 /**
  * The freebs command: `up` runs a local cluster; `replica` and `driver` run one member each
  * (for separate hosts); `serve` exports a single local LSVD (like `nbdkit file`).

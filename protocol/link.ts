@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { LamportClock } from './clock.js';
-import { decodeBatch, encodeBatch } from './codec.js';
+import { decodeBatchParts, encodeBatchParts } from './codec.js';
 import { ProtocolError } from './errors.js';
 import { ErrorCodes, type Batch, type Frame, type MemberId } from './frames.js';
 import { resolveLimits, type Limits } from './limits.js';
@@ -137,7 +137,8 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#limits = resolveLimits(options.limits);
     this.#logger = options.logger ?? stderrLogger;
     this.#validateOutgoing = options.validateOutgoing ?? true;
-    ws.binaryType = 'nodebuffer';
+    // Fragments unjoined: a detached payload is used where it lies (codec.ts).
+    ws.binaryType = 'fragments';
     ws.on('message', this.#onMessage);
     ws.on('error', this.#onError);
     ws.on('close', this.#onClose);
@@ -199,8 +200,10 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   #sendMessage(frames: Frame[]): void {
-    const bytes = encodeBatch({ from: this.localId, lc: this.clock.tick(), frames });
-    if (bytes.length > this.#limits.maxMessageBytes && frames.length > 1) {
+    const parts = encodeBatchParts({ from: this.localId, lc: this.clock.tick(), frames });
+    let length = 0;
+    for (const p of parts) length += p.length;
+    if (length > this.#limits.maxMessageBytes && frames.length > 1) {
       // Size estimates ignore text and maps (a batch of big heartbeats or configs); the peer would
       // refuse the message, so split it, keeping order. A single frame always fits: validation
       // bounds data to maxIoBytes and text to maxTextChars.
@@ -211,8 +214,11 @@ export class Link extends EventEmitter<LinkEvents> {
     }
     this.stats.batchesSent++;
     this.stats.framesSent += frames.length;
-    this.stats.bytesSent += bytes.length;
-    this.#ws.send(bytes, { binary: true, compress: false, fin: true }, this.#onWritten);
+    this.stats.bytesSent += length;
+    // The parts go out as fragments of one message; ws writes each from its buffer.
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) this.#ws.send(parts[i], { binary: true, compress: false, fin: false });
+    this.#ws.send(parts[last], { binary: true, compress: false, fin: true }, this.#onWritten);
   }
 
   /**
@@ -259,9 +265,9 @@ export class Link extends EventEmitter<LinkEvents> {
     let batch: Batch;
     try {
       if (!isBinary) throw new ProtocolError(ErrorCodes.badFrame, 'text message: frames travel as binary msgpack');
-      const bytes = data as Buffer;
-      this.stats.bytesReceived += bytes.length;
-      batch = decodeBatch(bytes);
+      const parts = Array.isArray(data) ? data : [data as Buffer];
+      for (const p of parts) this.stats.bytesReceived += p.length;
+      batch = decodeBatchParts(parts);
     } catch (err) {
       this.#reject(err instanceof ProtocolError ? err : new ProtocolError(ErrorCodes.badFrame, String(err), { cause: err }));
       return;

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, decodeMessage, encodeBatch } from '../../protocol/codec.js';
+import { decodeBatch, decodeBatchParts, decodeMessage, DETACH_MIN_BYTES, encodeBatch, encodeBatchParts } from '../../protocol/codec.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import type { Batch, Frame, FrameType } from '../../protocol/frames.js';
 import { batchOf, sampleFrames } from './fixtures.js';
@@ -126,5 +126,120 @@ describe('codec', () => {
       Buffer.alloc(200_000, 0x91), // 200k nested one-element arrays
     ];
     for (const raw of hostile) expect(() => decodeBatch(raw)).toThrow(ProtocolError);
+  });
+});
+
+describe('codec: detached payloads (envelopes)', () => {
+  const big = (n: number, fill: number) => Buffer.alloc(n, fill);
+  const write = (v: number, data: Buffer): Frame => ({ t: 'write', epoch: 1, v, kind: 'write', offsetBytes: v * 4096, lengthBytes: data.length, data });
+
+  /** toEqual, but payloads compared with Buffer.equals (deep-equality walks 100 KiB byte by byte). */
+  function expectSameBatch(actual: Batch, expected: Batch): void {
+    const strip = (b: Batch) => ({ ...b, frames: b.frames.map((f) => ({ ...f, data: undefined })) });
+    expect(strip(actual)).toEqual(strip(expected));
+    expected.frames.forEach((f, i) => {
+      const want = (f as { data?: Uint8Array }).data;
+      const got = (actual.frames[i] as { data?: Uint8Array }).data;
+      if (want === undefined) expect(got).toBeUndefined();
+      else expect(got !== undefined && Buffer.compare(Buffer.from(got), Buffer.from(want)) === 0, `frame ${i} data`).toBe(true);
+    });
+  }
+
+  /** Cut a message's bytes into fragments at the given points (another sender's choice). */
+  function fragments(bytes: Buffer, cuts: number[]): Buffer[] {
+    const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+    const out: Buffer[] = [];
+    let at = 0;
+    for (const p of points) {
+      out.push(bytes.subarray(at, p));
+      at = p;
+    }
+    out.push(bytes.subarray(at));
+    return out;
+  }
+
+  it('sends large data as parts that are the frames’ own buffers, and views them on receipt', () => {
+    const a = big(DETACH_MIN_BYTES, 1);
+    const b = big(DETACH_MIN_BYTES * 3, 2);
+    const batch = batchOf([write(1, a), sampleFrames.ack, write(2, Buffer.alloc(100, 3)), write(3, b)]);
+    const parts = encodeBatchParts(batch);
+    expect(parts.length).toBe(3);
+    expect(parts[0][0]).toBe(0xc1);
+    expect(parts[1]).toBe(a);
+    expect(parts[2]).toBe(b);
+    const decoded = decodeBatchParts(parts);
+    expectSameBatch(decoded, batch);
+    const third = decoded.frames[3] as { data: Buffer };
+    expect(third.data.buffer).toBe(b.buffer); // a view, not a copy
+    // The frames given to encode are not changed.
+    expect((batch.frames[0] as { data: Buffer }).data).toBe(a);
+  });
+
+  it('decodes the same batch however the message is fragmented', () => {
+    const batch = batchOf([write(1, big(70_000, 7)), sampleFrames.heartbeat, write(2, big(100_000, 9))]);
+    const whole = encodeBatch(batch);
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { maxLength: 6 }), (cuts) => {
+        expectSameBatch(decodeBatchParts(fragments(whole, cuts)), batch);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('round-trips random batches with large payloads', () => {
+    const payload = fc.integer({ min: DETACH_MIN_BYTES - 2, max: DETACH_MIN_BYTES * 2 }).map((n) => Buffer.alloc(n, n & 0xff));
+    const frame = fc.oneof(
+      fc.record({ v: fc.nat(), data: payload }).map(({ v, data }) => write(v, data)),
+      fc.record({ r: fc.nat(), data: payload }).map(({ r, data }) => ({ t: 'read-reply' as const, r, ok: true, appliedVersion: 3, data })),
+      fc.record({ offsetBytes: fc.nat(), data: payload }).map(({ offsetBytes, data }) => ({ t: 'image-chunk' as const, epoch: 2, offsetBytes, data })),
+      fc.constant(sampleFrames.flush),
+    );
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 5 }), (frames) => {
+        const batch = batchOf(frames);
+        expectSameBatch(decodeBatchParts(encodeBatchParts(batch)), batch);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('refuses envelopes that lie, with ERR_BAD_FRAME', () => {
+    const good = encodeBatch(batchOf([write(1, big(DETACH_MIN_BYTES, 1)), sampleFrames.ack]));
+    const lie = (edit: (b: Buffer) => Buffer) => () => decodeBatch(edit(Buffer.from(good)));
+    const cases: Array<[string, () => unknown, RegExp]> = [
+      ['payload names a frame past the end', lie((b) => (b.writeUInt32LE(5, 9), b)), /names frame 5/],
+      ['payload names a frame without room for data', lie((b) => (b.writeUInt32LE(1, 9), b)), /bad envelope|data/],
+      ['payload longer than what follows', lie((b) => (b.writeUInt32LE(DETACH_MIN_BYTES + 1, 13), b)), /payloads of/],
+      ['payload shorter than what follows', lie((b) => (b.writeUInt32LE(DETACH_MIN_BYTES - 1, 13), b)), /payloads of/],
+      ['no payloads', lie((b) => (b.writeUInt32LE(0, 5), b)), /0 detached/],
+      ['header past the end', lie((b) => (b.writeUInt32LE(0x7fffffff, 1), b)), /header of/],
+      ['truncated', lie((b) => b.subarray(0, 20)), /bad envelope|short|undecodable/],
+    ];
+    for (const [what, fn, message] of cases) {
+      expect(fn, what).toThrow(ProtocolError);
+      expect(fn, what).toThrow(message);
+    }
+    // A frame that carries data inline cannot also take a detached payload.
+    const inline = encodeBatch(batchOf([write(1, Buffer.alloc(10, 1))]));
+    const envelope = Buffer.alloc(9 + 8);
+    envelope[0] = 0xc1;
+    envelope.writeUInt32LE(inline.length, 1);
+    envelope.writeUInt32LE(1, 5);
+    envelope.writeUInt32LE(0, 9);
+    envelope.writeUInt32LE(4, 13);
+    expect(() => decodeBatch(Buffer.concat([envelope, inline, Buffer.alloc(4)]))).toThrow(/cannot take a payload/);
+  });
+
+  it('turns arbitrary bytes after the envelope mark into ProtocolError, never another error', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (raw) => {
+        try {
+          decodeMessage(Buffer.concat([Buffer.from([0xc1]), raw]));
+        } catch (err) {
+          expect(err).toBeInstanceOf(ProtocolError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

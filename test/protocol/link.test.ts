@@ -37,6 +37,31 @@ describe('Link', () => {
     expect(link.stats.batchesSent - sentBefore).toBe(1);
   });
 
+  it('carries 1 MiB payloads both ways, detached from msgpack, intact and in order with small frames', async () => {
+    const { srv, dialer } = await pair();
+    const MiB = 1024 * 1024;
+    const frames: Frame[] = [];
+    for (let v = 1; v <= 6; v++) frames.push(v % 3 === 0 ? { t: 'flush', epoch: 1, v } : writeFrame(v, v % 2 === 0 ? MiB : 4096));
+    for (const f of frames) dialer.send(f);
+    await waitFor(() => srv.batches.reduce((n, b) => n + b.frames.length, 0) === frames.length, 'every frame');
+    const got = srv.batches.flatMap((b) => b.frames);
+    expect(versions(got)).toEqual(versions(frames));
+    got.forEach((f, i) => {
+      const want = (frames[i] as { data?: Buffer }).data;
+      if (want) expect(Buffer.compare((f as { data: Buffer }).data, want), `frame ${i}`).toBe(0);
+    });
+    // The other way: server (unmasked) to dialer.
+    const back: Frame[] = [];
+    dialer.on('batch', (b) => back.push(...b.frames));
+    const reply: Frame = { t: 'read-reply', r: 7, ok: true, appliedVersion: 9, data: Buffer.alloc(MiB + 5, 0x5a) };
+    srv.accepted[0]!.send(reply);
+    srv.accepted[0]!.send({ t: 'flush', epoch: 1, v: 99 });
+    await waitFor(() => back.length === 2, 'the reply');
+    expect(back[0]!.t).toBe('read-reply');
+    expect(Buffer.compare((back[0] as { data: Buffer }).data, (reply as { data: Buffer }).data)).toBe(0);
+    expect(back[1]).toEqual({ t: 'flush', epoch: 1, v: 99 });
+  });
+
   it('flushes early at batchMaxFrames and batchFlushBytes within one turn', async () => {
     const { srv, dialer } = await pair({}, { limits: { batchMaxFrames: 100, batchFlushBytes: 64 * 1024 } });
     for (let v = 1; v <= 250; v++) dialer.send({ t: 'flush', epoch: 1, v });
