@@ -132,7 +132,7 @@ program
   .command('inject')
   .description('run a fault-injection scenario (deploy/faults/*.yaml) against a cluster of its own and judge it')
   .argument('<scenario>', 'scenario file (YAML; format in deploy/faults/README.md)')
-  .option('--out <file>', 'write the verdict as JSON here (and the visualizer trace beside it, FILE.trace.json)')
+  .option('--out <file>', 'write the verdict as JSON here, with the run\'s trace in it (the visualizer\'s "Load run" replays it)')
   .option('--dir <path>', 'data directory of the run (default: a fresh temp directory)')
   .option('--keep', 'keep the data and logs (they are kept anyway when the verdict fails)')
   .option('--heartbeat-ms <ms>', "heartbeat period T, overriding the scenario's", positive)

@@ -1,8 +1,8 @@
 /**
  * `freebs inject SCENARIO.yaml`: a scripted fault-injection run against a cluster of its own
  * (actors/fault-run.ts), with progress lines while it runs, the verdict printed at the end and
- * written as JSON (--out; the controller's visualizer trace beside it as OUT.trace.json, which
- * the visualizer's "Load run" opens). Exit status: 0 pass, 1 fail, 2 the scenario is invalid or
+ * written as JSON (--out: the verdict with the controller's visualizer trace in it, which the
+ * visualizer's "Load run" opens). Exit status: 0 pass, 1 fail, 2 the scenario is invalid or
  * the cluster did not start.
  * Scenario format and verdict format: deploy/faults/README.md.
  */
@@ -15,11 +15,6 @@ export interface InjectOptions {
   dir?: string;
   keep?: boolean;
   heartbeatMs?: number;
-}
-
-/** The trace goes in its own file (the visualizer loads it as is); the verdict names it. */
-export function traceFileFor(out: string): string {
-  return out.replace(/\.json$/i, '') + '.trace.json';
 }
 
 export async function runInject(file: string, options: InjectOptions): Promise<void> {
@@ -59,11 +54,9 @@ export async function runInject(file: string, options: InjectOptions): Promise<v
   }
   console.log(`\n${formatVerdict(result)}`);
   if (options.out) {
-    const { trace, ...rest } = result;
-    const traceFile = trace ? traceFileFor(options.out) : null;
-    writeFileSync(options.out, JSON.stringify({ ...rest, traceFile }, null, 2) + '\n');
-    if (traceFile) writeFileSync(traceFile, JSON.stringify(trace) + '\n');
-    console.log(`verdict written to ${options.out}${traceFile ? `; the visualizer's trace to ${traceFile}` : ''}`);
+    // One file: the verdict, with the controller's trace in it; the visualizer's "Load run" opens it.
+    writeFileSync(options.out, JSON.stringify(result) + '\n');
+    console.log(`verdict written to ${options.out} (load it in the visualizer to replay the run)`);
   }
   process.exit(result.verdict.pass ? 0 : 1);
 }

@@ -38,13 +38,52 @@ function checkRecords(records: unknown[]): TraceRecord[] {
   });
 }
 
-/** Parse a saved run (JSON or NDJSON). */
+/** What `freebs inject --out` writes (actors/fault-run.ts): a verdict with the run's trace in it. */
+const faultRunFormat = 'freebs-fault-run';
+
+interface FaultRunFile {
+  format: typeof faultRunFormat;
+  scenario?: { name?: string };
+  startedAtMs?: number;
+  durationMs?: number;
+  verdict?: { pass?: boolean; failures?: string[]; lostAckedWrites?: number; worstStallMs?: number; healMs?: number | null; identical?: boolean };
+  trace?: unknown;
+}
+
+/** A fault-injection verdict: its trace, with the verdict as the last event on the timeline. */
+function traceOfFaultRun(run: FaultRunFile, name: string): TraceFile {
+  if (typeof run.trace !== 'object' || run.trace === null) {
+    throw new TraceFileError(`${name} is a fault-run verdict without a trace (the controller did not answer at the end of the run)`);
+  }
+  checkHeader(run.trace);
+  const t = run.trace as Partial<TraceFile>;
+  const records = checkRecords(Array.isArray(t.records) ? t.records : []);
+  const v = run.verdict ?? {};
+  const lastMs = records.length > 0 ? records[records.length - 1].atMs : 0;
+  const endMs = typeof run.startedAtMs === 'number' && typeof run.durationMs === 'number' ? Math.max(lastMs, run.startedAtMs + run.durationMs) : lastMs;
+  const summary =
+    `verdict ${v.pass ? 'PASS' : 'FAIL'}: ${v.lostAckedWrites ?? '?'} acknowledged writes lost, worst stall ${v.worstStallMs ?? '?'} ms, ` +
+    `heal ${v.healMs ?? '-'} ms, replicas ${v.identical ? 'identical' : 'NOT identical'}` +
+    (v.failures && v.failures.length > 0 ? ` — ${v.failures.join('; ')}` : '');
+  records.push({ kind: 'event', type: 'alert', node: null, atMs: endMs, seq: (records[records.length - 1]?.seq ?? 0) + 1, text: summary, data: { verdict: v.pass === true } });
+  return {
+    format: traceFormat,
+    version: traceFormatVersion,
+    savedAtMs: typeof t.savedAtMs === 'number' ? t.savedAtMs : endMs,
+    source: `freebs inject ${run.scenario?.name ?? name}`,
+    charts: Array.isArray(t.charts) ? t.charts : [],
+    records,
+  };
+}
+
+/** Parse a saved run (JSON or NDJSON), or a fault-injection verdict (`freebs inject --out`). */
 export function parseTraceFile(text: string, name: string): TraceFile {
   const trimmed = text.trim();
   if (trimmed === '') throw new TraceFileError(`${name} is empty`);
   let file: TraceFile;
   try {
     const whole = JSON.parse(trimmed) as unknown;
+    if ((whole as { format?: unknown } | null)?.format === faultRunFormat) return traceOfFaultRun(whole as FaultRunFile, name);
     checkHeader(whole);
     const f = whole as Partial<TraceFile>;
     file = { ...(f as TraceFile), records: checkRecords(Array.isArray(f.records) ? f.records : []) };

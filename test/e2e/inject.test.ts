@@ -15,6 +15,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatVerdict, runFaultScenario, type FaultRunResult } from '../../actors/fault-run.js';
 import { loadScenario } from '../../actors/scenario.js';
+import { parseTraceFile } from '../../viz/trace-file.js';
 import { ProcessTracker } from '../helpers/processes.js';
 import { itWith, requirements } from '../helpers/tools.js';
 
@@ -75,9 +76,13 @@ describe('freebs inject: the scenarios in deploy/faults (short profile, T = 250 
         expect(result.verdict.pass).toBe(true);
         expect(result.verdict.lostAckedWrites).toBe(0);
         expect(result.verdict.identical).toBe(true);
-        // What the visualizer loads: the controller's trace with the steps on it.
         expect(result.snapshots.length).toBeGreaterThan(0);
         expect(result.timeline.filter((e) => e.kind === 'step').length).toBe(scenario.steps.length);
+        // What the visualizer loads (`--out` writes the result as JSON): the controller's trace
+        // with the steps and the verdict on it.
+        const replay = parseTraceFile(JSON.stringify(result), 'run.json');
+        expect(replay.records.filter((r) => r.kind === 'event' && r.data?.fault === true).length).toBe(scenario.steps.length);
+        expect(replay.records.at(-1)).toMatchObject({ kind: 'event', type: 'alert', text: expect.stringMatching(/^verdict PASS: 0 acknowledged writes lost/) });
       },
       { timeout: 90_000 },
     );

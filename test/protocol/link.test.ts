@@ -48,7 +48,7 @@ describe('Link', () => {
     expect(versions(got)).toEqual(versions(frames));
     got.forEach((f, i) => {
       const want = (frames[i] as { data?: Buffer }).data;
-      if (want) expect(Buffer.compare((f as { data: Buffer }).data, want), `frame ${i}`).toBe(0);
+      if (want) expect(Buffer.compare((f as { data?: Buffer }).data ?? Buffer.alloc(0), want), `frame ${i}`).toBe(0);
     });
     // The other way: server (unmasked) to dialer.
     const back: Frame[] = [];
@@ -58,7 +58,7 @@ describe('Link', () => {
     srv.accepted[0]!.send({ t: 'flush', epoch: 1, v: 99 });
     await waitFor(() => back.length === 2, 'the reply');
     expect(back[0]!.t).toBe('read-reply');
-    expect(Buffer.compare((back[0] as { data: Buffer }).data, (reply as { data: Buffer }).data)).toBe(0);
+    expect(Buffer.compare((back[0] as { data?: Buffer }).data ?? Buffer.alloc(0), (reply as { data?: Buffer }).data!)).toBe(0);
     expect(back[1]).toEqual({ t: 'flush', epoch: 1, v: 99 });
   });
 

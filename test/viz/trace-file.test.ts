@@ -27,6 +27,25 @@ describe('trace files', () => {
     expect(back.charts).toEqual([]);
   });
 
+  it('reads a fault-injection verdict (freebs inject --out): its trace, the verdict last on the timeline', () => {
+    const run = {
+      format: 'freebs-fault-run',
+      version: 1,
+      scenario: { name: 'head-kill' },
+      startedAtMs: 5,
+      durationMs: 100,
+      verdict: { pass: false, failures: ['2 acknowledged writes lost'], lostAckedWrites: 2, worstStallMs: 950, healMs: 3000, identical: true },
+      trace: toTraceFile('http://127.0.0.1:8080/', [], records, 99),
+    };
+    const back = parseTraceFile(JSON.stringify(run), 'run.json');
+    expect(back.records.slice(0, 2)).toEqual(records);
+    const last = back.records[2];
+    expect(last).toMatchObject({ kind: 'event', type: 'alert', atMs: 105, seq: 10 });
+    expect(last.kind === 'event' && last.text).toMatch(/^verdict FAIL: 2 acknowledged writes lost, worst stall 950 ms.*2 acknowledged writes lost$/);
+    expect(back.source).toBe('freebs inject head-kill');
+    expect(() => parseTraceFile(JSON.stringify({ ...run, trace: null }), 'run.json')).toThrow(/verdict without a trace/);
+  });
+
   it.each([
     ['an empty file', '', /empty/],
     ['another format', JSON.stringify({ format: 'other', version: 1 }), /not a FreEBS trace/],
