@@ -47,8 +47,22 @@ export interface LsvdOptions {
   checkpointEveryBytes?: number;
   /** Versions kept streamable by recordsSince() and snapshot-able behind the current one. Default 100,000. */
   syncWindowVersions?: number;
+  /**
+   * ... and at most this many bytes of log behind the newest record, whichever is less, so
+   * large writes cannot pin the whole log (a peer further behind gets an image). Default 1 GiB.
+   */
+  syncWindowBytes?: number;
   /** GC rewrites segments whose referenced share is below this. Default 0.5. */
   gcLiveShareThreshold?: number;
+  /**
+   * Background GC: checked every gcCheckEveryBytes of new log (default: one segment), it runs
+   * once the bytes on disk exceed the live bytes by max(gcMinDeadBytes, gcDeadShare × live)
+   * (defaults 256 MiB and 0.5). Off: the disk only shrinks through gc().
+   */
+  autoGc?: boolean;
+  gcMinDeadBytes?: number;
+  gcDeadShare?: number;
+  gcCheckEveryBytes?: number;
   /**
    * On damage in the middle of the log: truncate there (losing later records) instead of
    * refusing to open; a damaged segment header is rewritten instead. See OPERATIONS.md.
@@ -79,6 +93,9 @@ export interface LsvdStats {
   historyPieces: number;
   snapshots: number;
   bufferedBytes: number;
+  /** Background GCs run since open, and the last one's report. */
+  backgroundGcRuns: number;
+  lastBackgroundGc: GcReport | undefined;
 }
 
 /** A consistent image of the live content at one version; release() when not iterated to the end. */
@@ -111,6 +128,8 @@ export class Lsvd {
   private snapshots = new Map<string, Snapshot>();
   /** Maps handed out by imageAt()/contentHash(): GC keeps and moves what they reference. */
   private readonly images = new Set<ExtentMap>();
+  /** Where each running recordsSince() stream is: GC keeps the log after the oldest. */
+  private readonly streamCursors = new Set<{ version: number }>();
   private segments = new Map<number, SegmentFile>();
   private writer!: LogWriter;
   private currentVersion = 0;
@@ -123,6 +142,13 @@ export class Lsvd {
   /** Counts at which the next scheduled checkpoint starts: the options, pushed back after a failure. */
   private checkpointDueRecords: number;
   private checkpointDueBytes: number;
+  /** Log bytes appended since the last background-GC check, and how many the next one waits for. */
+  private bytesSinceGcCheck = 0;
+  private gcCheckDueBytes: number;
+  private gcScheduled = false;
+  /** Background GCs so far and what the last one did (stats, tests). */
+  private autoGcRuns = 0;
+  private lastAutoGc: GcReport | undefined;
   private maintenance: Promise<unknown> = Promise.resolve();
   /** When reads may bypass the thread pool. */
   private readonly cachedReads = new CachedReadPolicy();
@@ -146,10 +172,16 @@ export class Lsvd {
       checkpointEveryRecords: options.checkpointEveryRecords ?? 200_000,
       checkpointEveryBytes: options.checkpointEveryBytes ?? 512 * MiB,
       syncWindowVersions: options.syncWindowVersions ?? 100_000,
+      syncWindowBytes: options.syncWindowBytes ?? 1024 * MiB,
       gcLiveShareThreshold: options.gcLiveShareThreshold ?? 0.5,
+      autoGc: options.autoGc ?? true,
+      gcMinDeadBytes: options.gcMinDeadBytes ?? 256 * MiB,
+      gcDeadShare: options.gcDeadShare ?? 0.5,
+      gcCheckEveryBytes: options.gcCheckEveryBytes ?? options.segmentSizeBytes ?? 64 * MiB,
       repairCorruptLog: options.repairCorruptLog ?? false,
     };
     this.segmentSizeBytes = this.opts.segmentSizeBytes;
+    this.gcCheckDueBytes = this.opts.gcCheckEveryBytes;
     this.checkpointDueRecords = this.opts.checkpointEveryRecords;
     this.checkpointDueBytes = this.opts.checkpointEveryBytes;
     if (this.segmentSizeBytes < 4096 || this.segmentSizeBytes > 2 ** 31) {
@@ -274,8 +306,11 @@ export class Lsvd {
     this.writer.checkWritable(record);
     const loc = this.writer.append(record);
     this.applyRecord(record.version, record.kind, record.offsetBytes, record.lengthBytes, loc.segment.id, loc.dataPositionBytes);
+    const recordBytes = RECORD_HEADER_BYTES + (record.kind === 'write' ? record.lengthBytes : 0);
     this.recordsSinceCheckpoint += 1;
-    this.bytesSinceCheckpoint += RECORD_HEADER_BYTES + (record.kind === 'write' ? record.lengthBytes : 0);
+    this.bytesSinceCheckpoint += recordBytes;
+    this.bytesSinceGcCheck += recordBytes;
+    if (this.bytesSinceGcCheck >= this.gcCheckDueBytes && this.opts.autoGc && !this.gcScheduled) this.considerGc();
     if (
       !this.checkpointScheduled &&
       (this.recordsSinceCheckpoint >= this.checkpointDueRecords || this.bytesSinceCheckpoint >= this.checkpointDueBytes)
@@ -381,9 +416,64 @@ export class Lsvd {
   }
 
   private advanceHorizon(): void {
-    const target = this.currentVersion - this.opts.syncWindowVersions;
+    const target = Math.max(this.currentVersion - this.opts.syncWindowVersions, this.byteWindowStart());
     if (target > this.horizon) this.horizon = target;
     this.history.prune(this.horizon);
+  }
+
+  /**
+   * The newest version outside the byte window: the last version of the newest log segment
+   * that does not fit, with every newer one, in syncWindowBytes (0: the whole log fits).
+   */
+  private byteWindowStart(): number {
+    const logs = [...this.segments.values()].filter((s) => s.kind === 'log' && !s.isRetired).sort((a, b) => b.number - a.number);
+    let keptBytes = 0;
+    for (const seg of logs) {
+      keptBytes += seg.sizeBytes;
+      if (keptBytes > this.opts.syncWindowBytes && seg !== this.writer.active) return seg.lastVersion;
+    }
+    return 0;
+  }
+
+  /** Bytes of every segment file in use (log and GC output). */
+  private get segmentBytes(): number {
+    let total = 0;
+    for (const seg of this.segments.values()) if (!seg.isRetired) total += seg.sizeBytes;
+    return total;
+  }
+
+  /**
+   * Called from append every gcCheckEveryBytes of log: start a background GC when enough of the
+   * disk is dead. A GC that reclaims nothing (the dead bytes are still in the sync window or a
+   * snapshot's) doubles the wait before the next check, so a pinned log costs no GC storm.
+   */
+  private considerGc(): void {
+    this.bytesSinceGcCheck = 0;
+    const liveBytes = this.map.liveBytes;
+    const deadBytes = this.segmentBytes - liveBytes;
+    if (this.closing || deadBytes < Math.max(this.opts.gcMinDeadBytes, this.opts.gcDeadShare * liveBytes)) return;
+    this.gcScheduled = true;
+    setImmediate(() => {
+      if (this.closing) {
+        this.gcScheduled = false;
+        return;
+      }
+      this.exclusive(() => this.gcLocked(this.opts.gcLiveShareThreshold))
+        .then((report) => {
+          this.autoGcRuns += 1;
+          this.lastAutoGc = report;
+          const maxWaitBytes = 16 * this.opts.gcCheckEveryBytes;
+          this.gcCheckDueBytes = report.bytesReclaimed > 0 ? this.opts.gcCheckEveryBytes : Math.min(maxWaitBytes, this.gcCheckDueBytes * 2);
+        })
+        .catch((err: unknown) => {
+          // Disk full or the like: the store keeps serving; try again after a longer wait.
+          this.gcCheckDueBytes = 16 * this.opts.gcCheckEveryBytes;
+          this.logger?.warn({ dir: this.dir, err: (err as Error).message, code: (err as StorageError).code }, 'background gc failed');
+        })
+        .finally(() => {
+          this.gcScheduled = false;
+        });
+    });
   }
 
   /** Write a checkpoint now (also done on a schedule and on close). Resolves with the version it covers. */
@@ -497,15 +587,23 @@ export class Lsvd {
       async *[Symbol.asyncIterator]() {
         if (truncated) throw new LogTruncatedError(version, start);
         let expect = version + 1;
-        for (const seg of logs) {
-          if (expect > endVersion) return;
-          for await (const rec of self.readLogSegment(seg, expect, endVersion)) {
-            if (rec.version !== expect) throw new CorruptError(`log out of order in ${seg.name}: expected version ${expect} got ${rec.version}`);
-            expect += 1;
-            yield rec;
+        // While the stream runs, GC keeps the log segments it has yet to read.
+        const cursor = { version };
+        self.streamCursors.add(cursor);
+        try {
+          for (const seg of logs) {
+            if (expect > endVersion) return;
+            for await (const rec of self.readLogSegment(seg, expect, endVersion)) {
+              if (rec.version !== expect) throw new CorruptError(`log out of order in ${seg.name}: expected version ${expect} got ${rec.version}`);
+              expect += 1;
+              cursor.version = rec.version;
+              yield rec;
+            }
           }
+          if (expect <= endVersion) throw new CorruptError(`log ends at version ${expect - 1}, expected up to ${endVersion}`);
+        } finally {
+          self.streamCursors.delete(cursor);
         }
-        if (expect <= endVersion) throw new CorruptError(`log ends at version ${expect - 1}, expected up to ${endVersion}`);
       },
     };
   }
@@ -667,12 +765,14 @@ export class Lsvd {
     await this.writer.flush();
     this.advanceHorizon();
     const ranges = referencedRanges((fn) => this.visitReferences(fn));
+    let keepLogAfter = this.horizon;
+    for (const c of this.streamCursors) keepLogAfter = Math.min(keepLogAfter, c.version);
     const active = this.writer.active;
     const victims: SegmentFile[] = [];
     for (const seg of this.segments.values()) {
       if (seg === active || seg.isRetired) continue;
-      // Log segments inside the sync window stay whole: recordsSince streams them.
-      if (seg.kind === 'log' && seg.lastVersion > this.horizon) continue;
+      // Log segments inside the sync window, or still ahead of a running stream, stay whole.
+      if (seg.kind === 'log' && seg.lastVersion > keepLogAfter) continue;
       const payload = Math.max(1, seg.sizeBytes - SEGMENT_HEADER_BYTES);
       if (rangeListBytes(ranges.get(seg.id)) / payload < threshold) victims.push(seg);
     }
@@ -766,6 +866,8 @@ export class Lsvd {
       historyPieces: this.history.size,
       snapshots: this.snapshots.size,
       bufferedBytes: this.writer.bufferedBytes,
+      backgroundGcRuns: this.autoGcRuns,
+      lastBackgroundGc: this.lastAutoGc,
     };
   }
 

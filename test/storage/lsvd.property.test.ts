@@ -46,7 +46,11 @@ describe('Lsvd against a model', () => {
       fc.asyncProperty(
         fc.array(opArb, { minLength: 20, maxLength: 150, size: "max" }),
         fc.integer({ min: 3, max: 40 }),
-        async (ops, syncWindowVersions) => {
+        // Window in log bytes (a few segments, or more than the run writes) and background GC
+        // thresholds small enough to run between the ops.
+        fc.constantFrom(16 * 1024, 64 * 1024, 2 ** 30),
+        fc.boolean(),
+        async (ops, syncWindowVersions, syncWindowBytes, autoGc) => {
           run += 1;
           const dir = await tempDir(`lsvd-prop-${run}-`);
           dirs.push(dir.remove);
@@ -57,6 +61,10 @@ describe('Lsvd against a model', () => {
             batchBytes: 4096,
             checkpointEveryRecords: 17,
             syncWindowVersions,
+            syncWindowBytes,
+            autoGc,
+            gcMinDeadBytes: 16 * 1024,
+            gcCheckEveryBytes: 8192,
           };
           let store = await Lsvd.open(options);
           // content[v] = disk after version v
