@@ -14,10 +14,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { ControllerStatus } from '../machines/controller.js';
+import type { DiskDelays } from '../storage/disk-faults.js';
 import { isAlive, replicaPidIn, replicaPidsUnder, stopPid } from './pids.js';
 import { FaultProxy } from './fault-proxy.js';
 import { hasExited, spawnMember, waitForLine, type MemberProcess } from './member-process.js';
@@ -62,6 +63,10 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** What a replica logs when its disk delays change (storage/disk-faults.ts), and how long that may take (it polls every 100 ms). */
+const DISK_FAULT_LOG = '"msg":"disk faults: disk';
+const DISK_FAULT_APPLY_MS = 3000;
 
 export class FaultCluster {
   readonly logDir: string;
@@ -117,7 +122,10 @@ export class FaultCluster {
       if (tmpfsBytes !== undefined) this.mountTmpfs(dir, tmpfsBytes);
       this.launches.set(id, {
         id,
-        args: ['replica', '--id', id, '--dir', dir, '--size', String(o.sizeBytes), '--host', host, '--port', String(realPort), '--controller', controllerWs, ...common],
+        args: [
+          'replica', '--id', id, '--dir', dir, '--size', String(o.sizeBytes), '--host', host, '--port', String(realPort), '--controller', controllerWs,
+          '--disk-faults', this.diskFaultsFile(id), ...common,
+        ],
         ready: readyLines.replica,
         proc: null,
         proxy,
@@ -174,6 +182,56 @@ export class FaultCluster {
       if (l.proc === proc && !l.expectExit && !this.stopped) this.options.onExit?.(id, signal ?? `code ${code}`);
     });
     await waitForLine(proc, l.ready, 60_000);
+  }
+
+  /** Outside the replica's directory: a scrub repair moves that aside, a tmpfs may fill. */
+  private diskFaultsFile(id: string): string {
+    return path.join(this.options.dir, 'disk-faults', `${id}.json`);
+  }
+
+  /**
+   * Slow a replica's disk (zeros: healthy again). Its store polls the file every 100 ms
+   * (storage/disk-faults.ts); replacements the controller starts have no such file.
+   */
+  async setDiskDelays(id: string, delays: Partial<DiskDelays>): Promise<void> {
+    if (!this.launches.get(id)?.args.includes('--disk-faults')) {
+      throw new Error(`${id} was started by the controller (a replacement): its disk cannot be slowed`);
+    }
+    const file = this.diskFaultsFile(id);
+    const text = `${JSON.stringify(delays)}\n`;
+    const before = existsSync(file) ? readFileSync(file, 'utf8') : '{}\n';
+    mkdirSync(path.dirname(file), { recursive: true });
+    const seen = this.logLinesWith(id, DISK_FAULT_LOG);
+    // Whole or not at all: the replica may read the file at any moment.
+    writeFileSync(`${file}.tmp`, text);
+    renameSync(`${file}.tmp`, file);
+    // A running replica says when the new delays are in force; a stopped one reads them at start.
+    if (text === before || !this.isRunning(id)) return;
+    const deadline = Date.now() + DISK_FAULT_APPLY_MS;
+    while (this.logLinesWith(id, DISK_FAULT_LOG) === seen) {
+      if (Date.now() > deadline) throw new Error(`${id} did not take up the disk delays within ${DISK_FAULT_APPLY_MS} ms (nothing in its log)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Every replica whose disk was slowed, healthy again. */
+  async healDisks(): Promise<string[]> {
+    const healed: string[] = [];
+    for (const [id, l] of this.launches) {
+      if (l.args.includes('--disk-faults') && existsSync(this.diskFaultsFile(id))) {
+        await this.setDiskDelays(id, {});
+        healed.push(id);
+      }
+    }
+    return healed;
+  }
+
+  private logLinesWith(id: string, needle: string): number {
+    try {
+      return readFileSync(path.join(this.logDir, `${id}.log`), 'utf8').split(needle).length - 1;
+    } catch {
+      return 0;
+    }
   }
 
   get heartbeatMs(): number {

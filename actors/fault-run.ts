@@ -128,7 +128,7 @@ export interface FaultRunResult {
 const MiB = 1024 * 1024;
 const POLL_MS = 100;
 /** Steps that break something (the others wait, observe or mend). */
-const faultActions = new Set<string>(['kill', 'term', 'stop', 'partition', 'drop', 'delay', 'corrupt']);
+const faultActions = new Set<string>(['kill', 'term', 'stop', 'partition', 'drop', 'delay', 'slow-disk', 'corrupt']);
 const quiet: Logger = createLogger('inject', 'warn');
 
 function canaryBytes(lengthBytes: number): Buffer {
@@ -224,6 +224,8 @@ export async function runFaultScenario(options: FaultRunOptions): Promise<FaultR
   let finalStatus: ControllerStatus | null = null;
   let hashes: Verdict['hashes'] = {};
   const corrupted = new Set<string>();
+  /** Replicas whose disk a slow-disk step slowed and no heal lifted yet. */
+  const slowDisks = new Set<string>();
   let paused = false;
   let kept = false;
 
@@ -355,12 +357,23 @@ export async function runFaultScenario(options: FaultRunOptions): Promise<FaultR
         case 'heal': {
           if (step.target === 'all') {
             for (const p of cluster.proxies) p.heal();
-            return { target: 'all' };
+            const disks = await cluster.healDisks();
+            return { target: 'all', detail: disks.length > 0 ? `every link; the disks of ${disks.join(', ')}` : 'every link' };
           }
           const id = await cluster.resolve(step.target);
           const from = step.from ? await Promise.all(step.from.map((f) => cluster.resolve(f))) : undefined;
+          // A slow disk is lifted with the member's network faults (unless only some links heal).
+          const disk = !from && slowDisks.delete(id);
+          if (disk) await cluster.setDiskDelays(id, {});
           cluster.proxyOf(id).heal(from);
-          return { target: id, detail: from ? `links from ${from.join(', ')}` : 'every link' };
+          return { target: id, detail: `${from ? `links from ${from.join(', ')}` : 'every link'}${disk ? ' and its disk' : ''}` };
+        }
+        case 'slow-disk': {
+          const id = await cluster.resolve(step.target);
+          const latencyMs = resolveMs(step.latency, T);
+          await cluster.setDiskDelays(id, { writeDelayMs: latencyMs, syncDelayMs: latencyMs, readDelayMs: step.reads ? latencyMs : 0 });
+          slowDisks.add(id);
+          return { target: id, detail: 'in force (its log says so)' };
         }
         case 'corrupt': {
           const id = await cluster.resolve(step.target);

@@ -4,10 +4,15 @@
 import type { Logger } from 'pino';
 import type { WriteFrame } from '../protocol/frames.js';
 import { Lsvd } from '../storage/lsvd.js';
+import { DiskFaults } from '../storage/disk-faults.js';
 import type { ImageSink, ReplicaStore } from './replica-store.js';
 
 export class LsvdStore implements ReplicaStore {
-  constructor(readonly lsvd: Lsvd) {}
+  constructor(
+    readonly lsvd: Lsvd,
+    /** Stops following a disk-faults file, if any. */
+    private readonly onClose: () => void = () => undefined,
+  ) {}
 
   get sizeBytes(): number {
     return this.lsvd.sizeBytes;
@@ -75,12 +80,29 @@ export class LsvdStore implements ReplicaStore {
   }
 
   close(): Promise<void> {
+    this.onClose();
     return this.lsvd.close();
   }
 }
 
-/** Open the volume in `dir`, creating it when sizeBytes is given and nothing is there. */
-export async function openLsvdStore(dir: string, sizeBytes: number | undefined, logger: Logger): Promise<LsvdStore> {
-  // Recovery logs what it cut or repaired through the logger.
-  return new LsvdStore(await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger }));
+/**
+ * Open the volume in `dir`, creating it when sizeBytes is given and nothing is there. With
+ * diskFaults, the store's IO is slowed by the delays in that file while it is open.
+ */
+export async function openLsvdStore(dir: string, sizeBytes: number | undefined, logger: Logger, diskFaults?: { file: string }): Promise<LsvdStore> {
+  let faults: DiskFaults | undefined;
+  let unwatch = (): void => undefined;
+  if (diskFaults) {
+    faults = new DiskFaults(logger);
+    unwatch = faults.watch(diskFaults.file);
+    logger.warn({ file: diskFaults.file }, 'disk faults: following the delays in this file (fault-injection runs only)');
+  }
+  try {
+    // Recovery logs what it cut or repaired through the logger.
+    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}) });
+    return new LsvdStore(lsvd, unwatch);
+  } catch (err) {
+    unwatch();
+    throw err;
+  }
 }

@@ -87,7 +87,7 @@ const sources = z.array(target).min(1);
 
 // ---- steps ----------------------------------------------------------------------------------
 
-const actions = ['kill', 'term', 'stop', 'cont', 'restart', 'partition', 'heal', 'drop', 'delay', 'corrupt', 'scrub', 'wait', 'pause', 'resume', 'resize'] as const;
+const actions = ['kill', 'term', 'stop', 'cont', 'restart', 'partition', 'heal', 'drop', 'delay', 'slow-disk', 'corrupt', 'scrub', 'wait', 'pause', 'resume', 'resize'] as const;
 export type ActionName = (typeof actions)[number];
 
 const stepSchema = z
@@ -113,6 +113,10 @@ const stepSchema = z
     to: target.optional(),
     /** partition/heal/drop/delay: only the links these members dial into the target. */
     from: sources.optional(),
+    /** A slow disk on a replica: every segment write and fdatasync waits `latency` (reads too with `reads: true`). */
+    'slow-disk': replicaTarget.optional(),
+    latency: duration.optional(),
+    reads: z.boolean().optional(),
     corrupt: replicaTarget.optional(),
     scrub: z.enum(['check', 'repair']).optional(),
     wait: z.union([z.literal('healed'), duration]).optional(),
@@ -132,13 +136,16 @@ const stepSchema = z
       return;
     }
     const action = present[0];
-    const onlyWith = (key: 'to' | 'from' | 'expect' | 'size', allowed: ActionName[]) => {
+    const onlyWith = (key: 'to' | 'from' | 'expect' | 'size' | 'latency' | 'reads', allowed: ActionName[]) => {
       if (step[key] !== undefined && !allowed.includes(action)) ctx.addIssue({ code: 'custom', path: [key], message: `"${key}" does not go with ${action} (only with ${allowed.join(', ')})` });
     };
     onlyWith('to', ['delay']);
     onlyWith('from', ['partition', 'heal', 'drop', 'delay']);
     onlyWith('expect', ['restart']);
     onlyWith('size', ['resize']);
+    onlyWith('latency', ['slow-disk']);
+    onlyWith('reads', ['slow-disk']);
+    if (action === 'slow-disk' && step.latency === undefined) ctx.addIssue({ code: 'custom', path: ['latency'], message: 'slow-disk needs "latency": how long each write and fdatasync waits, e.g. 50ms' });
     if (action === 'delay' && step.to === undefined) ctx.addIssue({ code: 'custom', path: ['to'], message: 'delay needs "to": the member whose inbound links are slowed' });
     if (action === 'resize' && step.size === undefined) ctx.addIssue({ code: 'custom', path: ['size'], message: 'resize needs "size", e.g. 256MiB' });
     if (action === 'heal' && step.heal === 'all' && step.from !== undefined) ctx.addIssue({ code: 'custom', path: ['from'], message: '"heal: all" heals every link; drop "from"' });
@@ -151,6 +158,7 @@ export type Step =
   | { action: 'partition' | 'drop'; target: Target; from: Target[] | null }
   | { action: 'heal'; target: Target | 'all'; from: Target[] | null }
   | { action: 'delay'; target: Target; from: Target[] | null; delay: Duration }
+  | { action: 'slow-disk'; target: Target; latency: Duration; reads: boolean }
   | { action: 'corrupt'; target: Target }
   | { action: 'scrub'; mode: 'check' | 'repair' }
   | { action: 'wait'; until: 'healed' | Duration }
@@ -230,6 +238,7 @@ function toStep(raw: RawStep): Step {
   if (raw.drop !== undefined) return { action: 'drop', target: raw.drop, from: raw.from ?? null };
   if (raw.heal !== undefined) return { action: 'heal', target: raw.heal, from: raw.from ?? null };
   if (raw.delay !== undefined) return { action: 'delay', target: raw.to!, from: raw.from ?? null, delay: raw.delay };
+  if (raw['slow-disk'] !== undefined) return { action: 'slow-disk', target: raw['slow-disk'], latency: raw.latency!, reads: raw.reads ?? false };
   if (raw.corrupt !== undefined) return { action: 'corrupt', target: raw.corrupt };
   if (raw.scrub !== undefined) return { action: 'scrub', mode: raw.scrub };
   if (raw.wait !== undefined) return { action: 'wait', until: raw.wait };
@@ -247,6 +256,8 @@ export function describeStep(step: Step): string {
       return `${step.action} ${step.target}${step.from ? ` from ${step.from.join(', ')}` : ''}`;
     case 'delay':
       return `delay ${step.target} ${step.delay.text}${step.from ? ` from ${step.from.join(', ')}` : ''}`;
+    case 'slow-disk':
+      return `slow disk on ${step.target}: ${step.latency.text} per write and fdatasync${step.reads ? ' and read' : ''}`;
     case 'scrub':
       return `scrub (${step.mode})`;
     case 'wait':

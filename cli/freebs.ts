@@ -92,6 +92,7 @@ memberCommand('replica', 'run one replica: its LSVD in --dir, accepting links on
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
   .option('--controller <url>', 'ws:// address of the controller (without one, the driver configures the chain)')
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
+  .option('--disk-faults <file>', 'fault-injection runs: slow this disk by the delays in a JSON file, re-read while running ({"writeDelayMs": 50, "syncDelayMs": 200, "readDelayMs": 0})')
   .action(withConfig<ReplicaCliOptions>('replica', runReplica));
 
 memberCommand('driver', 'run the driver: forwards NBD requests to the replica chain')

@@ -5,3 +5,4 @@ export type { OpenReport } from './recovery.js';
 export type { GcReport } from './gc.js';
 export { ExtentMap } from './extent-map.js';
 export * from './errors.js';
+export { DiskFaults, type DiskDelays } from './disk-faults.js';

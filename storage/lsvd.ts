@@ -20,6 +20,7 @@ import { readSuperblock, writeSuperblock } from './superblock.js';
 import { listCheckpoints, writeCheckpoint, type CheckpointData, type CheckpointSegment } from './checkpoint.js';
 import { recover, type OpenReport } from './recovery.js';
 import { CachedReadPolicy } from './cached-reads.js';
+import { attachDiskFaults, detachDiskFaults, type DiskFaults } from './disk-faults.js';
 import { copyVictim, makeRelocator, OutputSegments, rangeListBytes, referencedRanges, type GcReport, type RelocationTable } from './gc.js';
 import {
   ClosedError,
@@ -68,6 +69,8 @@ export interface LsvdOptions {
    * refusing to open; a damaged segment header is rewritten instead. See OPERATIONS.md.
    */
   repairCorruptLog?: boolean;
+  /** Fault-injection runs: delays added to this store's segment IO (storage/disk-faults.ts). */
+  diskFaults?: DiskFaults;
   logger?: Logger;
 }
 
@@ -155,7 +158,8 @@ export class Lsvd {
   private closing: Promise<void> | undefined;
   private closed = false;
   private readonly segmentSizeBytes: number;
-  private readonly opts: Required<Omit<LsvdOptions, 'logger' | 'sizeBytes' | 'dir'>>;
+  private readonly opts: Required<Omit<LsvdOptions, 'logger' | 'sizeBytes' | 'dir' | 'diskFaults'>>;
+  private readonly diskFaults: DiskFaults | undefined;
   private readonly logger: Logger | undefined;
   /** What the last open found and did: version recovered, records replayed, bytes cut, warnings. */
   openReport!: OpenReport;
@@ -188,6 +192,7 @@ export class Lsvd {
       throw new StorageError('ERR_INVALID', `segmentSizeBytes must be in [4096, 2^31], got ${this.segmentSizeBytes}`);
     }
     this.logger = options.logger;
+    this.diskFaults = options.diskFaults;
   }
 
   /** Open (or, with sizeBytes, create) the volume in options.dir and recover it. */
@@ -209,7 +214,13 @@ export class Lsvd {
       throw new StorageError('ERR_INVALID', `${dir} is a ${sb.sizeBytes}-byte volume, not ${options.sizeBytes}`);
     }
     const store = new Lsvd(dir, sb.sizeBytes, options);
-    await store.recoverState(created);
+    if (options.diskFaults) attachDiskFaults(dir, options.diskFaults);
+    try {
+      await store.recoverState(created);
+    } catch (err) {
+      if (options.diskFaults) detachDiskFaults(dir, options.diskFaults);
+      throw err;
+    }
     return store;
   }
 
@@ -899,6 +910,7 @@ export class Lsvd {
       this.writer.dispose();
       await this.maintenance;
       await Promise.all([...this.segments.values()].map((s) => s.close()));
+      if (this.diskFaults) detachDiskFaults(this.dir, this.diskFaults);
     }
   }
 }

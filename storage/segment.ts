@@ -13,6 +13,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FORMAT_VERSION, readU64, writeU64 } from './record.js';
 import { CorruptError, wrapFsError } from './errors.js';
+import { diskFaultsFor } from './disk-faults.js';
 
 export const SEGMENT_MAGIC = 0x5356534c; // "LSVS"
 export const SEGMENT_HEADER_BYTES = 32;
@@ -123,6 +124,7 @@ export class SegmentFile {
   async readAt(target: Buffer, targetOffset: number, length: number, positionBytes: number): Promise<void> {
     this.pins += 1;
     try {
+      await diskFaultsFor(this.dir)?.before('read');
       const fh = await this.handle();
       let done = 0;
       while (done < length) {
@@ -144,7 +146,7 @@ export class SegmentFile {
    */
   readAtSync(target: Buffer, targetOffset: number, length: number, positionBytes: number): boolean {
     const fd = this.fd;
-    if (fd === undefined || this.retired) return false;
+    if (fd === undefined || this.retired || diskFaultsFor(this.dir)?.slowReads) return false;
     let done = 0;
     try {
       while (done < length) {
@@ -160,6 +162,7 @@ export class SegmentFile {
 
   /** Write all of `buffers` at `position` (loops over short writes). */
   async writeAt(buffers: Buffer[], positionBytes: number): Promise<void> {
+    await diskFaultsFor(this.dir)?.before('write');
     const fh = await this.handle();
     let pos = positionBytes;
     let pending = buffers;
@@ -189,6 +192,7 @@ export class SegmentFile {
   }
 
   async datasync(): Promise<void> {
+    await diskFaultsFor(this.dir)?.before('sync');
     const fh = await this.handle();
     await fh.datasync().catch((err: unknown) => {
       throw wrapFsError(err, `fdatasync ${this.path}`);

@@ -65,5 +65,8 @@ describe('scenarios', () => {
     expect(errorOf({ duration: '10T', workload: { blockz: 1 } })).toMatch(/^workload: unknown key "blockz"/m);
     expect(errorOf({ steps: [] })).toMatch(/^duration: /m);
     expect(errorOf({ duration: '10T', tmpfs: { third: '4MiB' } })).toMatch(/^tmpfs\.third: /m);
+    expect(errorOf({ duration: '10T', steps: [{ at: '2s', 'slow-disk': 'r2' }] })).toMatch(/^steps\[0\]\.latency: slow-disk needs "latency"/m);
+    expect(errorOf({ duration: '10T', steps: [{ at: '2s', 'slow-disk': 'driver', latency: '50ms' }] })).toMatch(/^steps\[0\]\.slow-disk: expected head, middle, tail or a replica id/m);
+    expect(errorOf({ duration: '10T', steps: [{ at: '2s', kill: 'r2', latency: '50ms' }] })).toMatch(/^steps\[0\]\.latency: "latency" does not go with kill/m);
   });
 });
