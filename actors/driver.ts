@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createActor, waitFor, type Actor } from 'xstate';
 import { driverMachine, type DriverEmitted, type DriverMachine } from '../machines/driver.js';
-import type { AckFrame, ChainMember, ConfigFrame, Frame, MemberId } from '../protocol/frames.js';
+import type { AckFrame, ChainMember, ConfigFrame, Frame, MemberId, ReadReplyFrame } from '../protocol/frames.js';
 import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
 import { LamportClock } from '../protocol/clock.js';
@@ -207,21 +207,30 @@ export class DriverProcess {
   private receive(from: MemberId, frames: Frame[]): void {
     // Acks are cumulative: only the newest in a batch matters.
     let ack: AckFrame | null = null;
+    // Read replies go to the machine together (one step for a batch), in order with the rest.
+    let replies: ReadReplyFrame[] | null = null;
+    const sendReplies = () => {
+      if (!replies) return;
+      this.actor.send(replies.length === 1 ? { type: 'read.reply', from, frame: replies[0] } : { type: 'read.replies', from, frames: replies });
+      replies = null;
+    };
     for (const frame of frames) {
       switch (frame.t) {
         case 'ack':
           ack = frame;
           break;
         case 'read-reply':
-          this.actor.send({ type: 'read.reply', from, frame });
+          (replies ??= []).push(frame);
           break;
         case 'error':
+          sendReplies();
           this.log.warn({ replica: from, code: frame.code, message: frame.message }, 'replica refused');
           this.actor.send({ type: 'peer.error', from, frame });
           // A replica on an older epoch may have missed the controller's config: pass ours on.
           if (!this.staticConfig && frame.epoch !== undefined && frame.epoch < this.actor.getSnapshot().context.epoch) this.passConfigOn(from);
           break;
         case 'config':
+          sendReplies();
           // With a refusal, a replica passes on a newer config of the controller's that we missed
           // (the controller died before it reached us); the machine adopts only a newer one.
           if (!this.staticConfig) this.actor.send({ type: 'config', config: frame });
@@ -230,6 +239,7 @@ export class DriverProcess {
           break;
       }
     }
+    sendReplies();
     // The link says who sent it; a frame's own id field is not trusted.
     if (ack) this.actor.send({ type: 'ack', id: from, epoch: ack.epoch, appliedVersion: ack.appliedVersion, durableVersion: ack.durableVersion });
   }

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { createActor, type Actor } from 'xstate';
 import { replicaMachine, type ReplicaEmitted, type ReplicaMachine } from '../machines/replica.js';
-import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
+import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type ReadFrame, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
 import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
 import { CloseCodes, type Link } from '../protocol/link.js';
@@ -181,9 +181,13 @@ export class ReplicaProcess {
 
   /** Frames from a peer that dialed us: driver, successor or controller. */
   private receiveFromPeer(hello: HelloFrame, frames: Frame[]): void {
+    // Runs of writes, and of reads, go to the machine as one event each (one step for a batch).
     let writes: WriteFrame[] | null = null;
+    let reads: ReadFrame[] | null = null;
     for (const frame of frames) {
       if (frame.t === 'write') {
+        if (reads) this.sendReads(hello.id, reads);
+        reads = null;
         (writes ??= []).push(frame);
         continue;
       }
@@ -191,12 +195,15 @@ export class ReplicaProcess {
         this.actor.send({ type: 'writes', from: hello.id, frames: writes });
         writes = null;
       }
+      if (frame.t === 'read') {
+        (reads ??= []).push(frame);
+        continue;
+      }
+      if (reads) this.sendReads(hello.id, reads);
+      reads = null;
       switch (frame.t) {
         case 'flush':
           this.actor.send({ type: 'flush', from: hello.id, frame });
-          break;
-        case 'read':
-          this.actor.send({ type: 'read', from: hello.id, frame });
           break;
         case 'sync':
           this.actor.send({ type: 'sync.request', from: hello.id, frame });
@@ -217,6 +224,11 @@ export class ReplicaProcess {
       }
     }
     if (writes) this.actor.send({ type: 'writes', from: hello.id, frames: writes });
+    if (reads) this.sendReads(hello.id, reads);
+  }
+
+  private sendReads(from: MemberId, reads: ReadFrame[]): void {
+    this.actor.send(reads.length === 1 ? { type: 'read', from, frame: reads[0] } : { type: 'reads', from, frames: reads });
   }
 
   /** Frames from our predecessor, on the link we dialed for SYNC. */

@@ -67,6 +67,8 @@ export type ReplicaEvent =
   | { type: 'writes'; from: MemberId; frames: WriteFrame[] }
   | { type: 'flush'; from: MemberId; frame: FlushFrame }
   | { type: 'read'; from: MemberId; frame: ReadFrame }
+  /** The reads of one received batch, in order: as many 'read' events, in one machine step. */
+  | { type: 'reads'; from: MemberId; frames: ReadFrame[] }
   | { type: 'sync.request'; from: MemberId; frame: SyncFrame }
   | { type: 'sync.start'; frame: SyncStartFrame }
   | { type: 'upstream.down'; reason: string }
@@ -118,6 +120,39 @@ function epochMismatch(mine: number, theirs: number): ErrorFrame | null {
     return refusal(ErrorCodes.epochStale, `frame epoch ${theirs} is older than this replica's epoch ${mine}`, mine);
   }
   return refusal(ErrorCodes.notServing, `frame epoch ${theirs} is newer than this replica's epoch ${mine}; config not yet received`, mine);
+}
+
+type Enqueue = {
+  emit: (e: ReplicaEmitted) => void;
+  assign: (a: Partial<ReplicaContext>) => void;
+};
+
+/** Serve what this replica's version covers, park the rest until it does (bounded, oldest refused first). */
+function handleReads(context: ReplicaContext, from: MemberId, frames: readonly ReadFrame[], enqueue: Enqueue): void {
+  let parked: ReplicaContext['parkedReads'] | null = null;
+  for (const frame of frames) {
+    const mismatch = epochMismatch(context.epoch, frame.epoch);
+    if (mismatch) {
+      enqueue.emit({ type: 'refuse', to: from, frame: mismatch, readId: frame.r });
+      continue;
+    }
+    if (context.appliedVersion >= frame.minVersion) {
+      enqueue.emit({ type: 'serveRead', to: from, frame });
+      continue;
+    }
+    parked ??= [...context.parkedReads];
+    parked.push({ from, frame });
+    if (parked.length > maxParkedReads) {
+      const dropped = parked.shift()!;
+      enqueue.emit({
+        type: 'refuse',
+        to: dropped.from,
+        readId: dropped.frame.r,
+        frame: refusal(ErrorCodes.notServing, `${context.id} is behind (version ${context.appliedVersion}) and has too many reads waiting`, context.epoch),
+      });
+    }
+  }
+  if (parked) enqueue.assign({ parkedReads: parked });
 }
 
 export const replicaMachine = setup({
@@ -260,36 +295,19 @@ export const replicaMachine = setup({
       }
     }),
     handleRead: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'read') return;
-      const mismatch = epochMismatch(context.epoch, event.frame.epoch);
-      if (mismatch) {
-        enqueue.emit({ type: 'refuse', to: event.from, frame: mismatch, readId: event.frame.r });
-        return;
-      }
-      if (context.appliedVersion >= event.frame.minVersion) {
-        enqueue.emit({ type: 'serveRead', to: event.from, frame: event.frame });
-        return;
-      }
-      const parked = [...context.parkedReads, { from: event.from, frame: event.frame }];
-      if (parked.length > maxParkedReads) {
-        const dropped = parked.shift()!;
-        enqueue.emit({
-          type: 'refuse',
-          to: dropped.from,
-          readId: dropped.frame.r,
-          frame: refusal(ErrorCodes.notServing, `${context.id} is behind (version ${context.appliedVersion}) and has too many reads waiting`, context.epoch),
-        });
-      }
-      enqueue.assign({ parkedReads: parked });
+      if (event.type === 'read') handleReads(context, event.from, [event.frame], enqueue);
+      else if (event.type === 'reads') handleReads(context, event.from, event.frames, enqueue);
     }),
     refuseRead: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'read') return;
-      enqueue.emit({
-        type: 'refuse',
-        to: event.from,
-        readId: event.frame.r,
-        frame: refusal(ErrorCodes.notServing, `${context.id} is not serving reads in this state`, context.epoch),
-      });
+      if (event.type !== 'read' && event.type !== 'reads') return;
+      for (const frame of event.type === 'read' ? [event.frame] : event.frames) {
+        enqueue.emit({
+          type: 'refuse',
+          to: event.from,
+          readId: frame.r,
+          frame: refusal(ErrorCodes.notServing, `${context.id} is not serving reads in this state`, context.epoch),
+        });
+      }
     }),
     handleSyncRequest: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'sync.request') return;
@@ -396,6 +414,7 @@ export const replicaMachine = setup({
         writes: { actions: 'refuseWrites' },
         flush: { actions: 'refuseWrites' },
         read: { actions: 'refuseRead' },
+        reads: { actions: 'refuseRead' },
       },
     },
     /** Catching up from the predecessor; its stream then continues as live forwarding. */
@@ -419,6 +438,7 @@ export const replicaMachine = setup({
         writes: { actions: 'admit' },
         flush: { actions: 'requestFlush' },
         read: { actions: 'handleRead' },
+        reads: { actions: 'handleRead' },
         'upstream.down': { target: 'syncing', reenter: true },
       },
     },
@@ -436,6 +456,7 @@ export const replicaMachine = setup({
         writes: { actions: 'admit' },
         flush: { actions: 'requestFlush' },
         read: { actions: 'handleRead' },
+        reads: { actions: 'handleRead' },
         'sync.request': { actions: 'handleSyncRequest' },
         'upstream.down': { target: 'syncing' },
       },
@@ -446,6 +467,7 @@ export const replicaMachine = setup({
         writes: { actions: 'refuseWrites' },
         flush: { actions: 'refuseWrites' },
         read: { actions: 'handleRead' },
+        reads: { actions: 'handleRead' },
       },
     },
     stopped: {

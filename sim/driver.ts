@@ -5,7 +5,7 @@
  */
 import { createActor, type Actor } from 'xstate';
 import { driverMachine, type DriverEmitted, type DriverMachine } from '../machines/driver.js';
-import type { AckFrame, ChainMember, Frame, MemberId } from '../protocol/frames.js';
+import type { AckFrame, ChainMember, Frame, MemberId, ReadReplyFrame } from '../protocol/frames.js';
 import { Sightings, SimControllerLink } from './controller-link.js';
 import { idOf, type SimEnv } from './env.js';
 import { SimDialer } from './network.js';
@@ -134,13 +134,21 @@ export class SimDriver {
 
   private receive(from: MemberId, frames: Frame[]): void {
     let ack: AckFrame | null = null;
+    // As actors/driver.ts: a run of read replies is one event, in order with the rest.
+    let replies: ReadReplyFrame[] | null = null;
+    const sendReplies = () => {
+      if (!replies) return;
+      this.actor.send(replies.length === 1 ? { type: 'read.reply', from, frame: replies[0] } : { type: 'read.replies', from, frames: replies });
+      replies = null;
+    };
     for (const frame of frames) {
+      if (frame.t !== 'read-reply' && frame.t !== 'ack') sendReplies();
       switch (frame.t) {
         case 'ack':
           ack = frame;
           break;
         case 'read-reply':
-          this.actor.send({ type: 'read.reply', from, frame });
+          (replies ??= []).push(frame);
           break;
         case 'error':
           this.actor.send({ type: 'peer.error', from, frame });
@@ -153,6 +161,7 @@ export class SimDriver {
           break;
       }
     }
+    sendReplies();
     if (ack) this.actor.send({ type: 'ack', id: from, epoch: ack.epoch, appliedVersion: ack.appliedVersion, durableVersion: ack.durableVersion });
   }
 

@@ -9,7 +9,7 @@
  */
 import { createActor, type Actor } from 'xstate';
 import { replicaMachine, type ReplicaEmitted, type ReplicaMachine } from '../machines/replica.js';
-import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
+import { ErrorCodes, type ErrorFrame, type Frame, type HelloFrame, type MemberId, type ReadFrame, type SyncStartFrame, type WriteFrame } from '../protocol/frames.js';
 import { controllerId, Sightings, SimControllerLink } from './controller-link.js';
 import type { SimRecord, SimStore } from './disk.js';
 import { between, idOf, type SimEnv } from './env.js';
@@ -160,9 +160,13 @@ export class SimReplica implements Listener {
 
   /** Frames from a peer that dialed us: driver or successor. */
   private receiveFromPeer(hello: HelloFrame, frames: Frame[]): void {
+    // Runs of writes, and of reads, go to the machine as one event each (one step for a batch).
     let writes: WriteFrame[] | null = null;
+    let reads: ReadFrame[] | null = null;
     for (const frame of frames) {
       if (frame.t === 'write') {
+        if (reads) this.sendReads(hello.id, reads);
+        reads = null;
         (writes ??= []).push(frame);
         continue;
       }
@@ -170,12 +174,15 @@ export class SimReplica implements Listener {
         this.actor.send({ type: 'writes', from: hello.id, frames: writes });
         writes = null;
       }
+      if (frame.t === 'read') {
+        (reads ??= []).push(frame);
+        continue;
+      }
+      if (reads) this.sendReads(hello.id, reads);
+      reads = null;
       switch (frame.t) {
         case 'flush':
           this.actor.send({ type: 'flush', from: hello.id, frame });
-          break;
-        case 'read':
-          this.actor.send({ type: 'read', from: hello.id, frame });
           break;
         case 'sync':
           this.actor.send({ type: 'sync.request', from: hello.id, frame });
@@ -191,6 +198,11 @@ export class SimReplica implements Listener {
       }
     }
     if (writes) this.actor.send({ type: 'writes', from: hello.id, frames: writes });
+    if (reads) this.sendReads(hello.id, reads);
+  }
+
+  private sendReads(from: MemberId, reads: ReadFrame[]): void {
+    this.actor.send(reads.length === 1 ? { type: 'read', from, frame: reads[0] } : { type: 'reads', from, frames: reads });
   }
 
   /** Frames from our predecessor, on the link we dialed for SYNC. */

@@ -42,6 +42,20 @@ describe('driver machine', () => {
     expect(sent.flatMap((e) => (e.type === 'send' ? e.frames.map((f) => (f as { v: number }).v) : []))).toEqual([1, 2]);
   });
 
+  it('takes a turn of requests as one io.batch: writes to the head in one send, flushed behind them, reads served', () => {
+    const { actor, take } = start();
+    const w = (reqId: number, offsetBytes: number) => ({ type: 'io.write' as const, reqId, kind: 'write' as const, offsetBytes, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'io.batch', requests: [w(1, 0), w(2, 4096), { type: 'io.flush', reqId: 3 }, w(4, 8192), { type: 'io.read', reqId: 5, offsetBytes: 0, lengthBytes: 4096 }] });
+    const sent = take().filter((e) => e.type === 'send');
+    const toHead = sent.filter((e) => e.type === 'send' && e.to === 'r1').map((e) => (e.type === 'send' ? e.frames.map((f) => `${f.t}${'v' in f ? f.v : ''}`) : []));
+    // Writes 1–2 go out before the flush that covers them, the read next, write 3 at the end.
+    expect(toHead).toEqual([['write1', 'write2'], ['flush2'], ['read'], ['write3']]);
+    expect(sent.filter((e) => e.type === 'send' && e.frames[0].t === 'flush').map((e) => (e as { to: string }).to)).toEqual(['r1', 'r2', 'r3']);
+    for (const id of ['r1', 'r2']) actor.send(ack(id, 3, 2));
+    actor.send({ type: 'read.replies', from: 'r1', frames: [{ t: 'read-reply', r: 1, ok: true, appliedVersion: 3, data }] });
+    expect(take().filter((e) => e.type === 'reply').map((e) => (e as { reqId: number }).reqId).sort()).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it('answers a write only when a majority has applied it', () => {
     const { actor, take } = start();
     actor.send({ type: 'io.write', reqId: 10, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
