@@ -11,7 +11,7 @@ import type { AckFrame, ChainMember, ConfigFrame, Frame, MemberId, ReadReplyFram
 import type { LinkSecurity } from '../protocol/auth.js';
 import { DialingLink } from '../protocol/dialer.js';
 import { LamportClock } from '../protocol/clock.js';
-import { NbdServer } from '../nbd/server.js';
+import { NbdServer, type NbdServerOptions } from '../nbd/server.js';
 import { ControllerLink, PeerSightings } from './controller-link.js';
 import { driverGauges, instrumentVolume, MemberMetrics } from './metrics.js';
 import { IoMeter } from './io-meter.js';
@@ -29,6 +29,8 @@ export interface DriverOptions {
   volume: { name: string; sizeBytes: number };
   nbdHost: string;
   nbdPort: number;
+  /** TLS for NBD clients (STARTTLS; see NbdServerOptions.tls). */
+  nbdTls?: NbdServerOptions['tls'];
   /** Heartbeat period T; the driver's clock ticks at T. */
   tickMs: number;
   /** Serve GET /status and /metrics here (port 0: any free port; absent: no HTTP). */
@@ -92,6 +94,7 @@ export class DriverProcess {
       logger: options.log.child({ component: 'nbd' }),
       host: options.nbdHost,
       port: options.nbdPort,
+      ...(options.nbdTls ? { tls: options.nbdTls } : {}),
     });
     const { port } = await nbd.listen();
     driver.nbd = nbd;

@@ -56,12 +56,14 @@ const common = {
 
 export const configSchemas = {
   replica: z.strictObject({ ...common, id, dir: text, size, port, controller: wsUrl }).partial(),
-  driver: z.strictObject({ ...common, id, chain, controller: wsUrl, size, name: text, 'nbd-port': port, 'http-port': port }).partial(),
+  driver: z
+    .strictObject({ ...common, id, chain, controller: wsUrl, size, name: text, 'nbd-port': port, 'http-port': port, 'nbd-tls-cert': text, 'nbd-tls-key': text, 'nbd-tls-ca': text, 'nbd-tls-optional': flag })
+    .partial(),
   controller: z.strictObject({ ...common, dir: text, chain, size, name: text, 'driver-id': id, replicas: positive, port, spawn: flag }).partial(),
 } as const;
 
 /** Keys holding paths, resolved against the config file's directory. */
-const pathKeys = new Set(['dir', 'secret-file', 'tls-cert', 'tls-key', 'tls-ca']);
+const pathKeys = new Set(['dir', 'secret-file', 'tls-cert', 'tls-key', 'tls-ca', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca']);
 
 /** What each command cannot run without, flag or file. */
 const requiredKeys: Record<MemberCommand, string[]> = {

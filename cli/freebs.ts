@@ -9,6 +9,7 @@ import { parseSizeBytes } from './size.js';
 import { runController, runDriver, runReplica, runServe, type ControllerCliOptions, type DriverCliOptions, type ReplicaCliOptions } from './members.js';
 import { runInject } from './inject.js';
 import { runScrub } from './scrub.js';
+import { addNbdTlsOptions } from './nbd-tls.js';
 import { runStatus } from './status.js';
 import { runUp } from './up.js';
 
@@ -95,7 +96,7 @@ memberCommand('replica', 'run one replica: its LSVD in --dir, accepting links on
   .option('--disk-faults <file>', 'fault-injection runs: slow this disk by the delays in a JSON file, re-read while running ({"writeDelayMs": 50, "syncDelayMs": 200, "readDelayMs": 0})')
   .action(withConfig<ReplicaCliOptions>('replica', runReplica));
 
-memberCommand('driver', 'run the driver: forwards NBD requests to the replica chain')
+const driverCommand = memberCommand('driver', 'run the driver: forwards NBD requests to the replica chain')
   .option('--id <id>', 'member id', 'driver')
   .option('--chain <list>', 'static chain, head first: id=ws://host:port,… (when there is no controller)')
   .option('--controller <url>', 'ws:// address of the controller, which then configures the chain')
@@ -105,8 +106,8 @@ memberCommand('driver', 'run the driver: forwards NBD requests to the replica ch
   .option('--nbd-port <port>', 'NBD port', port, 10809)
   .option('--http-port <port>', 'serve /status and /metrics (Prometheus) on this port', port)
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
-  .option('--cluster <id>', 'cluster id every member must share', 'freebs')
-  .action(withConfig<DriverCliOptions>('driver', runDriver));
+  .option('--cluster <id>', 'cluster id every member must share', 'freebs');
+addNbdTlsOptions(driverCommand).action(withConfig<DriverCliOptions>('driver', runDriver));
 
 memberCommand('controller', 'run the controller: watches heartbeats, reconfigures the chain on failure, starts replacements')
   .option('--dir <path>', 'state directory (controller.json) and home of replacement replicas (required)')
@@ -150,7 +151,7 @@ program
   .option('--timeout-ms <ms>', 'how long to wait for the replicas to reach one version, and for a repair to heal', positive, 60_000)
   .action(runScrub);
 
-program
+const serveCommand = program
   .command('serve')
   .description('export one local LSVD over NBD, no replication (a single-node mode like nbdkit file)')
   .requiredOption('--dir <path>', 'data directory')
@@ -158,7 +159,7 @@ program
   .option('--name <export>', 'NBD export name', 'freebs')
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
   .option('--port <port>', 'NBD port', port, 10809)
-  .addOption(new Option('--read-only', 'refuse writes'))
-  .action(runServe);
+  .addOption(new Option('--read-only', 'refuse writes'));
+addNbdTlsOptions(serveCommand).action(runServe);
 
 await program.parseAsync();

@@ -10,6 +10,7 @@ import { LocalSpawner } from '../actors/local-spawner.js';
 import { LocalVolume } from '../actors/local-volume.js';
 import { createLogger } from '../actors/logger.js';
 import { openLsvdStore } from '../actors/lsvd-store.js';
+import { nbdAccessNote, nbdTlsFromFlags, type NbdTlsFlags } from './nbd-tls.js';
 import { ReplicaProcess } from '../actors/replica.js';
 import type { ChainMember } from '../protocol/frames.js';
 import { NbdServer } from '../nbd/server.js';
@@ -102,7 +103,7 @@ export function parseChain(text: string): ChainMember[] {
   return chain;
 }
 
-export interface DriverCliOptions extends SecurityFlags {
+export interface DriverCliOptions extends SecurityFlags, NbdTlsFlags {
   id: string; chain?: string; controller?: string; size: number; name: string; host: string; nbdPort: number; httpPort?: number; heartbeatMs: number; cluster: string;
 }
 
@@ -111,9 +112,9 @@ export async function runDriver(options: DriverCliOptions): Promise<void> {
   if (!options.chain === !options.controller) fail('give the driver either --chain (a static chain) or --controller (which configures it)');
   const chain = options.chain ? parseChain(options.chain) : [];
   const linkSecurity = security(options, `driver ${options.id}`, null, log);
-  if (!isLoopback(options.host)) {
-    log.warn({ host: options.host }, 'NBD has no authentication: anyone who can reach this NBD port can read and write the volume; keep it on a trusted network');
-  }
+  const nbdTls = nbdTlsOrFail(options);
+  const note = nbdAccessNote(nbdTls);
+  if (note && !isLoopback(options.host)) log.warn({ host: options.host }, note);
   const { driver, nbdPort, httpPort } = await DriverProcess.start({
     id: options.id,
     clusterId: options.cluster,
@@ -123,6 +124,7 @@ export async function runDriver(options: DriverCliOptions): Promise<void> {
     volume: { name: options.name, sizeBytes: options.size },
     nbdHost: options.host,
     nbdPort: options.nbdPort,
+    ...(nbdTls ? { nbdTls } : {}),
     ...(options.httpPort !== undefined ? { httpPort: options.httpPort } : {}),
     tickMs: options.heartbeatMs,
     log,
@@ -177,8 +179,11 @@ export async function runController(options: ControllerCliOptions): Promise<void
   console.log(`controller listening on ${scheme}://${options.host}:${started.port} (${auth}; status: ${http}://${options.host}:${started.port}/status)`);
 }
 
-export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean }): Promise<void> {
+export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean } & NbdTlsFlags): Promise<void> {
   const log = createLogger('serve');
+  const tls = nbdTlsOrFail(options);
+  const note = nbdAccessNote(tls);
+  if (note && !isLoopback(options.host)) log.warn({ host: options.host }, note);
   const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
   const volume = new LocalVolume(store, { readOnly: options.readOnly ?? false });
   const server = new NbdServer({
@@ -189,11 +194,21 @@ export async function runServe(options: { dir: string; size?: number; name: stri
     logger: log,
     host: options.host,
     port: options.port,
+    ...(tls ? { tls } : {}),
   });
   const { port } = await server.listen();
   onSignals(async () => {
     await server.close();
     await volume.close();
   });
-  console.log(`serving nbd://${options.host}:${port}/${options.name} (${store.sizeBytes} bytes, version ${store.version})`);
+  const scheme = tls?.required ? 'nbds' : 'nbd';
+  console.log(`serving ${scheme}://${options.host}:${port}/${options.name} (${store.sizeBytes} bytes, version ${store.version}${tls ? `, TLS ${tls.required ? 'required' : 'offered'}${tls.ca ? ', client certificates required' : ''}` : ''})`);
+}
+
+function nbdTlsOrFail(flags: NbdTlsFlags): ReturnType<typeof nbdTlsFromFlags> {
+  try {
+    return nbdTlsFromFlags(flags);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
 }

@@ -5,6 +5,7 @@
  * ends its own connection.
  */
 import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import type { ExportCatalog } from './backend.js';
 import { ChunkReader } from './chunk-reader.js';
 import { NbdError } from './errors.js';
@@ -24,6 +25,16 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   isShuttingDown: () => boolean;
   readPool: ReadBufferPool;
+  /** STARTTLS on offer (see NbdServerOptions.tls). */
+  tls?: NbdTlsConfig;
+}
+
+/** The server's TLS: its certificate (in the context), client certificates, and whether TLS is a must. */
+export interface NbdTlsConfig {
+  context: SecureContext;
+  /** Clients must present a certificate signed by the context's CA. */
+  verifyClients: boolean;
+  required: boolean;
 }
 
 export interface ConnectionInfo {
@@ -56,11 +67,16 @@ export class NbdConnection {
   private closeReason = 'peer closed the connection';
   private closeError: NbdError | undefined;
   private resolveClosed!: (info: DisconnectInfo) => void;
+  /** The stream we talk through: the TCP socket, or the TLS socket over it after STARTTLS. */
+  private socket: Socket;
+  private tls = false;
+  private closedOnce = false;
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly options: ConnectionOptions,
   ) {
+    this.socket = socket;
     this.id = options.id;
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.writer = new ReplyWriter(socket);
@@ -79,22 +95,15 @@ export class NbdConnection {
   }
 
   start(): void {
-    const { socket } = this;
     // Replies are batched per event-loop turn already; Nagle would only add latency.
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => this.finish('peer closed its side', { flushBackend: false }));
-    socket.on('drain', () => this.transmission?.onDrain());
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.closeReason = `socket error ${err.code ?? err.message}`;
-    });
-    socket.on('close', () => this.onClose());
-
+    this.socket.setNoDelay(true);
+    this.listen(this.socket);
     this.handshake = new Handshake({
       catalog: this.options.catalog,
       maxRequestBytes: this.options.maxRequestBytes,
       send: (b) => this.writer.send(b),
       isShuttingDown: this.options.isShuttingDown,
+      ...(this.options.tls ? { tls: { required: this.options.tls.required } } : {}),
     });
     this.handshakeTimer = setTimeout(
       () => this.finish('handshake timed out', { error: new NbdError('ERR_NBD_TIMEOUT', 'handshake timed out'), flushBackend: false }),
@@ -102,6 +111,70 @@ export class NbdConnection {
     );
     this.handshakeTimer.unref();
     this.writer.send(greeting());
+  }
+
+  private listen(stream: Socket): void {
+    stream.on('data', this.onDataListener);
+    stream.on('end', this.onEndListener);
+    stream.on('drain', this.onDrainListener);
+    stream.on('error', this.onErrorListener);
+    stream.on('close', this.onCloseListener);
+  }
+
+  private unlisten(stream: Socket): void {
+    stream.off('data', this.onDataListener);
+    stream.off('end', this.onEndListener);
+    stream.off('drain', this.onDrainListener);
+    stream.off('error', this.onErrorListener);
+    stream.off('close', this.onCloseListener);
+  }
+
+  private readonly onDataListener = (chunk: Buffer): void => this.onData(chunk);
+  private readonly onEndListener = (): void => this.finish('peer closed its side', { flushBackend: false });
+  private readonly onDrainListener = (): void => this.transmission?.onDrain();
+  private readonly onErrorListener = (err: NodeJS.ErrnoException): void => {
+    this.closeReason = `socket error ${err.code ?? err.message}`;
+    // A failed TLS handshake (no or a bad client certificate, a client that speaks no TLS) is the client's doing.
+    if (this.tls && !this.negotiated && !this.closeError) {
+      this.closeError = new NbdError('ERR_NBD_TLS', `TLS handshake failed: ${err.message}`);
+      this.warnLog.log({ reason: err.message, code: 'ERR_NBD_TLS' }, 'nbd: TLS handshake failed');
+    }
+  };
+  private readonly onCloseListener = (): void => this.onClose();
+
+  /**
+   * NBD_OPT_STARTTLS was accepted: send the ACK in the clear, then run TLS over the socket and read
+   * the rest of the haggling from it. The client must wait for the ACK; bytes already here were
+   * sent in the clear after STARTTLS, which the protocol forbids.
+   */
+  private startTls(reply: Buffer): void {
+    const tlsConfig = this.options.tls!;
+    if (this.reader.length > 0) {
+      this.finish('data after NBD_OPT_STARTTLS before the TLS handshake', { error: new NbdError('ERR_NBD_HANDSHAKE', 'data after NBD_OPT_STARTTLS before the TLS handshake'), flushBackend: false });
+      return;
+    }
+    const raw = this.socket;
+    raw.pause();
+    this.writer.flush();
+    raw.write(reply, () => {
+      if (this.finishing || raw.destroyed) return;
+      this.unlisten(raw);
+      const secure = new TLSSocket(raw, {
+        isServer: true,
+        secureContext: tlsConfig.context,
+        requestCert: tlsConfig.verifyClients,
+        rejectUnauthorized: tlsConfig.verifyClients,
+      });
+      this.socket = secure;
+      this.tls = true;
+      this.writer.switchTo(secure);
+      this.listen(secure);
+      // The raw socket's own close still ends us if TLS never gets going.
+      raw.once('close', this.onCloseListener);
+      raw.on('error', this.onErrorListener);
+      secure.once('secure', () => this.options.logger.debug({ conn: this.id, remote: this.remoteAddress, protocol: secure.getProtocol() }, 'nbd: TLS started'));
+      this.handshake?.tlsStarted();
+    });
   }
 
   /**
@@ -126,6 +199,10 @@ export class NbdConnection {
     if (!this.handshake) return;
     const step = this.handshake.step(this.reader);
     if (step.kind === 'more') return;
+    if (step.kind === 'starttls') {
+      this.startTls(step.reply);
+      return;
+    }
     if (step.kind === 'close') {
       this.finish(step.reason, { error: step.error, flushBackend: false });
       return;
@@ -192,6 +269,8 @@ export class NbdConnection {
   }
 
   private onClose(): void {
+    if (this.closedOnce) return;
+    this.closedOnce = true;
     clearTimeout(this.handshakeTimer);
     this.writer.close();
     this.reader.clear();

@@ -9,6 +9,8 @@ export type NbdErrorCode =
   | 'ERR_NBD_TOO_LARGE'
   | 'ERR_NBD_UNKNOWN_EXPORT'
   | 'ERR_NBD_TIMEOUT'
+  | 'ERR_NBD_TLS_REQUIRED'
+  | 'ERR_NBD_TLS'
   | 'ERR_NBD_SHUTDOWN';
 
 /**

@@ -35,6 +35,7 @@ import {
   NBD_OPT_GO,
   NBD_OPT_INFO,
   NBD_OPT_LIST,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_OPTS_MAGIC,
   NBD_OPTS_MAGIC_HI,
@@ -42,6 +43,7 @@ import {
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
@@ -66,7 +68,9 @@ export type HandshakeStep =
   | { kind: 'more' }
   | { kind: 'transmission'; negotiated: NegotiatedExport }
   /** End the connection after flushing replies; `error` when the client misbehaved. */
-  | { kind: 'close'; reason: string; error?: NbdError };
+  | { kind: 'close'; reason: string; error?: NbdError }
+  /** Send `reply` in the clear, then run TLS on the socket and go on haggling through it. */
+  | { kind: 'starttls'; reply: Buffer };
 
 export interface HandshakeOptions {
   catalog: ExportCatalog;
@@ -74,6 +78,11 @@ export interface HandshakeOptions {
   send: (buffer: Buffer) => void;
   /** True once the server is closing: options are refused with NBD_REP_ERR_SHUTDOWN. */
   isShuttingDown: () => boolean;
+  /**
+   * TLS the server offers (NBD_OPT_STARTTLS): absent, STARTTLS is unsupported; `required`, every
+   * option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD until TLS is up.
+   */
+  tls?: { required: boolean };
 }
 
 /** The server's first message: NBDMAGIC, IHAVEOPT, handshake flags. */
@@ -115,8 +124,15 @@ export class Handshake {
   private option = 0;
   private optionDataBytes = 0;
   private optionsSeen = 0;
+  private tlsUp = false;
 
   constructor(private readonly options: HandshakeOptions) {}
+
+  /** The connection runs TLS now: haggling starts over (what was agreed in the clear is void). */
+  tlsStarted(): void {
+    this.tlsUp = true;
+    this.structuredReplies = false;
+  }
 
   /** Consume what `reader` holds; stop at the first step that needs more bytes or ends haggling. */
   step(reader: ChunkReader): HandshakeStep {
@@ -153,6 +169,8 @@ export class Handshake {
           const data = reader.take(this.optionDataBytes);
           this.state = 'optionHeader';
           const result = this.handleOption(this.option, data);
+          // After STARTTLS haggling goes on (through TLS); anything else ends it.
+          if (result?.kind === 'starttls') return result;
           if (result) {
             this.state = 'done';
             return result;
@@ -173,7 +191,10 @@ export class Handshake {
 
   /** Reply to one option; a step result when haggling ends, undefined to keep going. */
   private handleOption(option: number, data: Buffer): HandshakeStep | undefined {
-    const { send } = this.options;
+    const { send, tls } = this.options;
+    const tlsMissing = tls?.required === true && !this.tlsUp;
+    // NBD_OPT_EXPORT_NAME cannot be refused with an error: without the required TLS, hang up.
+    if (option === NBD_OPT_EXPORT_NAME && tlsMissing) return this.close('NBD_OPT_EXPORT_NAME before the required STARTTLS', 'ERR_NBD_TLS_REQUIRED');
     if (option === NBD_OPT_EXPORT_NAME) return this.exportName(data);
     // Without fixed newstyle a server has no way to answer other options: it must hang up.
     if (!this.fixedNewstyle) return this.close(`option ${option} without fixed newstyle`, 'ERR_NBD_HANDSHAKE');
@@ -183,6 +204,11 @@ export class Handshake {
     }
     if (this.options.isShuttingDown()) {
       send(optionError(option, NBD_REP_ERR_SHUTDOWN, 'server is shutting down'));
+      return undefined;
+    }
+    if (option === NBD_OPT_STARTTLS && tls) return this.startTls(data);
+    if (tlsMissing) {
+      send(optionError(option, NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first'));
       return undefined;
     }
     switch (option) {
@@ -202,10 +228,18 @@ export class Handshake {
       case NBD_OPT_GO:
         return this.infoOrGo(option, data);
       default:
-        // STARTTLS, meta contexts, extended headers and anything newer: not offered.
+        // Meta contexts, extended headers, anything newer (and STARTTLS without certificates): not offered.
         send(optionError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`));
         return undefined;
     }
+  }
+
+  private startTls(data: Buffer): HandshakeStep | undefined {
+    const { send } = this.options;
+    if (data.length !== 0) send(optionError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data'));
+    else if (this.tlsUp) send(optionError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'TLS is already running'));
+    else return { kind: 'starttls', reply: optionReply(NBD_OPT_STARTTLS, NBD_REP_ACK) };
+    return undefined;
   }
 
   private list(): void {

@@ -14,7 +14,13 @@ export class ReplyWriter {
   private closed = false;
   private bytesSent = 0;
 
-  constructor(private readonly socket: Socket) {}
+  constructor(private socket: Socket) {}
+
+  /** Write through another stream from now on (the TLS socket after STARTTLS). Call with nothing queued. */
+  switchTo(socket: Socket): void {
+    if (this.pending.length > 0) throw new Error('invariant: ReplyWriter.switchTo with replies still queued');
+    this.socket = socket;
+  }
 
   /** Bytes queued but not yet accepted by the kernel (ours + the socket's buffer). */
   get queuedBytes(): number {

@@ -21,7 +21,8 @@ import {
   MAX_STRING_BYTES,
   READ_POOL_FREE_BYTES,
 } from './constants.js';
-import { type ConnectionInfo, type DisconnectInfo, NbdConnection } from './connection.js';
+import { createSecureContext } from 'node:tls';
+import { type ConnectionInfo, type DisconnectInfo, NbdConnection, type NbdTlsConfig } from './connection.js';
 import type { NbdLogger } from './log.js';
 import { type NbdMetrics, newMetrics } from './metrics.js';
 import { ReadBufferPool } from './read-pool.js';
@@ -41,6 +42,12 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** close() waits this long for in-flight requests before destroying sockets. Default CLOSE_GRACE_MS. */
   closeGraceMs?: number;
+  /**
+   * TLS through NBD_OPT_STARTTLS (PEM strings or buffers). With `ca`, clients must present a
+   * certificate it signed. `required` (the default when TLS is configured): nothing is served
+   * in the clear; false: TLS is offered, plaintext still served.
+   */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer; required?: boolean };
 }
 
 export interface NbdServerEvents {
@@ -49,7 +56,8 @@ export interface NbdServerEvents {
 }
 
 export class NbdServer extends EventEmitter<NbdServerEvents> {
-  private readonly options: Required<Omit<NbdServerOptions, 'catalog' | 'logger'>> & Pick<NbdServerOptions, 'catalog' | 'logger'>;
+  private readonly options: Required<Omit<NbdServerOptions, 'catalog' | 'logger' | 'tls'>> & Pick<NbdServerOptions, 'catalog' | 'logger'>;
+  private readonly tls: NbdTlsConfig | undefined;
   private readonly connections = new Set<NbdConnection>();
   private readonly counters: NbdMetrics = newMetrics();
   private readonly readPool = new ReadBufferPool(READ_POOL_FREE_BYTES, MAX_POOLED_READ_BYTES);
@@ -81,6 +89,11 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
       closeGraceMs: options.closeGraceMs ?? CLOSE_GRACE_MS,
     };
+    if (options.tls) {
+      // Bad PEM fails here, at start, not at the first client.
+      const { key, cert, ca } = options.tls;
+      this.tls = { context: createSecureContext({ key, cert, ...(ca ? { ca } : {}) }), verifyClients: ca !== undefined, required: options.tls.required ?? true };
+    }
   }
 
   listen(): Promise<{ host: string; port: number }> {
@@ -147,6 +160,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
       isShuttingDown: () => this.shuttingDown,
       readPool: this.readPool,
+      ...(this.tls ? { tls: this.tls } : {}),
     });
     this.connections.add(connection);
     this.counters.connectionsOpen++;

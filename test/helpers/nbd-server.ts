@@ -10,7 +10,7 @@ import type { BlockBackend } from '../../nbd/backend.js';
 import { StaticCatalog } from '../../nbd/catalog.js';
 import { FileBackend } from '../../nbd/file-backend.js';
 import type { NbdLogger } from '../../nbd/log.js';
-import { NbdServer } from '../../nbd/server.js';
+import { NbdServer, type NbdServerOptions } from '../../nbd/server.js';
 
 export interface BackendSpec {
   /** Directory the backend may keep its files in (removed at close). */
@@ -79,6 +79,7 @@ export async function startNbdServer(
     backendFactory?: BackendFactory;
     maxRequestBytes?: number;
     handshakeTimeoutMs?: number;
+    tls?: NbdServerOptions['tls'];
   } = {},
 ): Promise<TestNbdServer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'freebs-nbd-'));
@@ -107,6 +108,7 @@ export async function startNbdServer(
     port: 0,
     maxRequestBytes: options.maxRequestBytes,
     handshakeTimeoutMs: options.handshakeTimeoutMs,
+    ...(options.tls ? { tls: options.tls } : {}),
   });
   const { port } = await server.listen();
   const uriFor = (name: string) => `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`;

@@ -3,6 +3,7 @@
  * bytes a test asks for (including garbage) and reads replies without trusting them.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import * as C from '../../nbd/constants.js';
 
 export interface OptionReply {
@@ -22,7 +23,7 @@ export interface Reply {
 }
 
 export class RawNbdClient {
-  readonly socket: net.Socket;
+  socket: net.Socket;
   private buffered: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | undefined;
   private ended = false;
@@ -32,12 +33,14 @@ export class RawNbdClient {
   private readonly readOffsets = new Map<bigint, number>();
   structured = false;
 
+  private readonly onData = (c: Buffer): void => {
+    this.buffered = this.buffered.length === 0 ? c : Buffer.concat([this.buffered, c]);
+    this.wake();
+  };
+
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    socket.on('data', (c: Buffer) => {
-      this.buffered = this.buffered.length === 0 ? c : Buffer.concat([this.buffered, c]);
-      this.wake();
-    });
+    socket.on('data', this.onData);
     this.closed = new Promise((resolve) => {
       const done = () => {
         this.ended = true;
@@ -70,6 +73,18 @@ export class RawNbdClient {
     }
     const info = await client.go(options.exportName ?? '');
     return { client, ...info };
+  }
+
+  /** After the server ACKed NBD_OPT_STARTTLS: run TLS over the socket; later reads and writes go through it. */
+  startTls(options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
+    const raw = this.socket;
+    raw.off('data', this.onData);
+    return new Promise((resolve, reject) => {
+      const secure = tls.connect({ ...options, socket: raw }, () => resolve(secure));
+      secure.once('error', reject);
+      secure.on('data', this.onData);
+      this.socket = secure;
+    });
   }
 
   write(b: Buffer): void {
