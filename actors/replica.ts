@@ -263,6 +263,12 @@ export class ReplicaProcess {
       flushWrites();
       switch (frame.t) {
         case 'sync-start':
+          if (frame.epoch !== this.actor.getSnapshot().context.epoch) {
+            // The answer to a SYNC of another epoch (we asked again since): its stream, image
+            // included, is stale; the current SYNC's answer is still to come (simulator, seed 3537).
+            this.log.info({ epoch: frame.epoch, mode: frame.mode }, 'sync: ignoring the answer to a SYNC of another epoch');
+            break;
+          }
           this.log.info({ mode: frame.mode, fromVersion: frame.fromVersion, targetVersion: frame.targetVersion }, 'sync: predecessor answered');
           if (frame.mode === 'image') {
             const written = this.options.store.beginImage(frame.imageVersion).catch((err: unknown) => {

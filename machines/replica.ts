@@ -172,6 +172,11 @@ export const replicaMachine = setup({
     inNewConfig: ({ context, event }) => event.type === 'config' && positionIn(event.config.chain, context.id) !== null,
     caughtUp: ({ context, event }) =>
       event.type === 'store.applied' && context.sync !== null && event.appliedVersion >= context.sync.targetVersion,
+    /**
+     * The answer to a SYNC of another epoch: we asked again since (a new config came), and that
+     * SYNC's answer, or its refusal, is still to come (simulator, seed 3537).
+     */
+    syncStartIsStale: ({ context, event }) => event.type === 'sync.start' && event.frame.epoch !== context.epoch,
     /** The predecessor has nothing we lack (log mode, target ≤ what we applied). */
     syncHasNothingNew: ({ context, event }) =>
       event.type === 'sync.start' && event.frame.mode === 'log' && event.frame.targetVersion <= context.appliedVersion,
@@ -428,6 +433,7 @@ export const replicaMachine = setup({
           { target: 'joining', actions: ['stopSync', 'adoptConfig'] },
         ],
         'sync.start': [
+          { guard: 'syncStartIsStale' },
           { guard: 'syncHasNothingNew', target: 'serving', actions: 'noteSyncStart' },
           { actions: 'noteSyncStart' },
         ],

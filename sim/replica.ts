@@ -231,6 +231,11 @@ export class SimReplica implements Listener {
       flushWrites();
       switch (frame.t) {
         case 'sync-start':
+          if (frame.epoch !== this.actor.getSnapshot().context.epoch) {
+            // The answer to a SYNC of another epoch (we asked again since): its stream, image
+            // included, is stale; the current SYNC's answer is still to come (simulator, seed 3537).
+            break;
+          }
           if (frame.mode === 'image') {
             this.image = { start: frame, content: new Uint8Array(this.store.sizeBytes), chunks: 0, after: [] };
           } else this.actor.send({ type: 'sync.start', frame });

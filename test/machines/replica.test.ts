@@ -84,6 +84,22 @@ describe('replica machine', () => {
     expect(actor.getSnapshot().value).toBe('serving');
   });
 
+  it('ignores the answer to a SYNC of an earlier epoch: it keeps syncing and waits for the current one', () => {
+    const { actor, take } = start('r2', 7);
+    actor.send({ type: 'config', config: config(2) });
+    actor.send({ type: 'config', config: config(3) });
+    expect(take()).toContainEqual({ type: 'syncFrom', predecessor: chain[0], fromVersion: 7 });
+    // The epoch-2 SYNC's answer, with nothing new in it, arrives after epoch 3 began.
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 2, mode: 'log', fromVersion: 7, imageVersion: 0, targetVersion: 7 } });
+    expect(actor.getSnapshot().value).toBe('syncing');
+    expect(actor.getSnapshot().context.sync).toBeNull();
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 3, mode: 'log', fromVersion: 7, imageVersion: 0, targetVersion: 8 } });
+    expect(actor.getSnapshot().context.sync).toMatchObject({ mode: 'log', targetVersion: 8 });
+    actor.send({ type: 'writes', from: 'r1', frames: [write(8, 3)] });
+    actor.send({ type: 'store.applied', appliedVersion: 8 });
+    expect(actor.getSnapshot().value).toBe('serving');
+  });
+
   it('loses its upstream link: syncs again from what it holds', () => {
     const { actor, take } = start('r2', 9);
     actor.send({ type: 'config', config: config(1) });

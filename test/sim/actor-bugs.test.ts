@@ -12,6 +12,10 @@ const cases: Array<{ seed: number; bug: string }> = [
   { seed: 14, bug: "a late 'close' of a successor's old link stopped forwarding on its new one; the successor waited forever" },
   { seed: 46, bug: 'the forwarder stopped for good when an image replaced the log under its cursor; the successor waited forever' },
   { seed: 339, bug: "a second sync-start during an image was queued behind it while its chunks went into the first; the replica never left 'syncing'" },
+  {
+    seed: 3537,
+    bug: "the answer to a SYNC of the previous epoch, arriving after a new config, was taken as the current one: the replica went 'serving', refused the stream's writes as stale and never asked again",
+  },
 ];
 
 describe('actor bugs the simulator found, fixed', () => {
