@@ -14,6 +14,7 @@ export type StorageErrorCode =
   | 'ERR_SNAPSHOT_UNKNOWN'
   | 'ERR_SNAPSHOT_EXISTS'
   | 'ERR_BUSY'
+  | 'ERR_LOCKED'
   | 'ERR_NOT_FOUND';
 
 export class StorageError extends Error {

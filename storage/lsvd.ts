@@ -21,6 +21,7 @@ import { listCheckpoints, writeCheckpoint, type CheckpointData, type CheckpointS
 import { recover, type OpenReport } from './recovery.js';
 import { CachedReadPolicy } from './cached-reads.js';
 import { attachDiskFaults, detachDiskFaults, type DiskFaults } from './disk-faults.js';
+import { lockDirectory, type DirLock } from './dir-lock.js';
 import { copyVictim, makeRelocator, OutputSegments, rangeListBytes, referencedRanges, type GcReport, type RelocationTable } from './gc.js';
 import {
   ClosedError,
@@ -160,6 +161,8 @@ export class Lsvd {
   private readonly segmentSizeBytes: number;
   private readonly opts: Required<Omit<LsvdOptions, 'logger' | 'sizeBytes' | 'dir' | 'diskFaults'>>;
   private readonly diskFaults: DiskFaults | undefined;
+  /** This process's hold on the directory (storage/dir-lock.ts), released at close. */
+  private lock: DirLock | undefined;
   private readonly logger: Logger | undefined;
   /** What the last open found and did: version recovered, records replayed, bytes cut, warnings. */
   openReport!: OpenReport;
@@ -201,6 +204,17 @@ export class Lsvd {
     await mkdir(dir, { recursive: true }).catch((err: unknown) => {
       throw wrapFsError(err, `create ${dir}`);
     });
+    const lock = await lockDirectory(dir);
+    try {
+      return await Lsvd.openLocked(options, lock);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  private static async openLocked(options: LsvdOptions, lock: DirLock): Promise<Lsvd> {
+    const { dir } = options;
     let sb = await readSuperblock(dir);
     let created = false;
     if (!sb) {
@@ -214,6 +228,7 @@ export class Lsvd {
       throw new StorageError('ERR_INVALID', `${dir} is a ${sb.sizeBytes}-byte volume, not ${options.sizeBytes}`);
     }
     const store = new Lsvd(dir, sb.sizeBytes, options);
+    store.lock = lock;
     if (options.diskFaults) attachDiskFaults(dir, options.diskFaults);
     try {
       await store.recoverState(created);
@@ -911,6 +926,7 @@ export class Lsvd {
       await this.maintenance;
       await Promise.all([...this.segments.values()].map((s) => s.close()));
       if (this.diskFaults) detachDiskFaults(this.dir, this.diskFaults);
+      await this.lock?.release();
     }
   }
 }
