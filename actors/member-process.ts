@@ -24,7 +24,14 @@ export interface MemberProcess {
  * halved the CPU of 1 MiB writes through a 3-replica cluster here (24 → 14 ms of CPU per MiB
  * across the members). Memory is committed only as used.
  */
-export const memberV8Flags: readonly string[] = ['--initial-old-space-size=256'];
+export const memberV8Flags: readonly string[] = [
+  '--initial-old-space-size=256',
+  // Every request leaves short-lived objects (frames, promises, machine steps); V8's default young
+  // generation (16 MiB semi-spaces at most, starting far smaller) scavenges thousands of times a
+  // second under 4 KiB I/O. 32 MiB semi-spaces: 4k randread through a 3-replica cluster 70 → 60 µs
+  // of CPU per read here (A/B, 4 runs each); young memory is committed only as it is used.
+  '--max-semi-space-size=32',
+];
 
 /**
  * Extra node options for members, from FREEBS_MEMBER_NODE_ARGS (whitespace-separated): e.g.
