@@ -46,6 +46,13 @@ interface IncomingImage {
   after: Frame[];
 }
 
+/** An image committing, and the upstream batches held until it is in place. */
+interface ImageCommit {
+  held: Array<{ predecessorId: MemberId; frames: Frame[] }>;
+  /** The link it came on went down: abort it if the commit has not begun, drop what was held. */
+  abandoned: boolean;
+}
+
 export class ReplicaProcess {
   readonly actor: Actor<ReplicaMachine>;
   private readonly server: LinkServer;
@@ -61,6 +68,12 @@ export class ReplicaProcess {
   /** One Lamport clock for every link of this process, so its trace keeps causal order. */
   private readonly clock = new LamportClock();
   private image: IncomingImage | null = null;
+  /**
+   * An image whose end arrived, being committed: every upstream frame that comes meanwhile (a new
+   * sync-start included) waits here, else it would go into the store the commit replaces, or a
+   * newer image would commit first and this older one over it (simulator, seed 8750).
+   */
+  private committing: ImageCommit | null = null;
   private closed = false;
   private readonly sightings = new PeerSightings();
   private controller: ControllerLink | null = null;
@@ -233,6 +246,10 @@ export class ReplicaProcess {
 
   /** Frames from our predecessor, on the link we dialed for SYNC. */
   private receiveFromUpstream(predecessorId: MemberId, frames: Frame[]): void {
+    if (this.committing) {
+      this.committing.held.push({ predecessorId, frames });
+      return;
+    }
     let writes: WriteFrame[] | null = null;
     const flushWrites = () => {
       if (writes) this.actor.send({ type: 'writes', from: predecessorId, frames: writes });
@@ -252,8 +269,11 @@ export class ReplicaProcess {
             image.chunks++;
             return sink;
           });
-        } else if (frame.t === 'image-end') void this.installImage(predecessorId, image);
-        else image.after.push(frame);
+        } else if (frame.t === 'image-end') {
+          // The rest of this batch, and what comes until the image is in place, waits for it.
+          void this.installImage(predecessorId, image, frames.slice(i + 1));
+          return;
+        } else image.after.push(frame);
         continue;
       }
       if (frame.t === 'write') {
@@ -297,33 +317,44 @@ export class ReplicaProcess {
 
   /**
    * Swap the received image in atomically; only then does the machine learn its new version,
-   * so a link lost mid-image resyncs from the old one.
+   * so a link lost mid-image resyncs from the old one. Upstream frames that arrive meanwhile
+   * are held and handled once the image is in place.
    */
-  private async installImage(predecessorId: MemberId, image: IncomingImage): Promise<void> {
+  private async installImage(predecessorId: MemberId, image: IncomingImage, rest: Frame[]): Promise<void> {
     const { imageVersion } = image.start;
+    this.image = null;
+    const commit: ImageCommit = { held: [{ predecessorId, frames: [...image.after, ...rest] }], abandoned: false };
+    this.committing = commit;
+    let installed = false;
     try {
       const sink = await image.written;
       if (!sink) throw new Error('no image area');
-      if (this.image !== image) {
-        await sink.abort();
-        return;
+      if (commit.abandoned) await sink.abort();
+      else {
+        await sink.commit();
+        installed = true;
       }
-      await sink.commit();
     } catch (err) {
       this.log.error({ err }, 'sync: installing the image failed');
-      if (this.image === image) this.image = null;
-      this.actor.send({ type: 'upstream.down', reason: 'image install failed' });
-      return;
+      if (!commit.abandoned) {
+        // What followed the image builds on it: drop it and SYNC again from what we hold.
+        commit.held = [];
+        this.committing = null;
+        this.actor.send({ type: 'upstream.down', reason: 'image install failed' });
+        return;
+      }
     }
-    // A newer image may have started while this one committed: it stays, and what followed this
-    // one was sent again after it.
-    const superseded = this.image !== image;
-    if (!superseded) this.image = null;
-    this.recent.clear();
-    this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image installed');
-    this.actor.send({ type: 'sync.start', frame: image.start });
-    this.actor.send({ type: 'store.applied', appliedVersion: this.options.store.version });
-    if (!superseded) this.receiveFromUpstream(predecessorId, image.after);
+    this.committing = null;
+    if (installed) {
+      this.recent.clear();
+      this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image installed');
+      // The store holds the image and nothing past it, whatever the machine's state or epoch now.
+      this.actor.send({ type: 'store.image', imageVersion });
+      // Its stream's progress only if that stream still runs (the link did not go down meanwhile).
+      if (!commit.abandoned) this.actor.send({ type: 'sync.start', frame: image.start });
+      this.actor.send({ type: 'store.applied', appliedVersion: this.options.store.version });
+    } else this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image abandoned before its commit');
+    for (const batch of commit.held) this.receiveFromUpstream(batch.predecessorId, batch.frames);
   }
 
   /** Drop the image being received (its area is deleted); one already committing finishes. */
@@ -477,6 +508,10 @@ export class ReplicaProcess {
     });
     upstream.on('down', ({ reason }) => {
       if (this.upstream !== upstream) return;
+      if (this.committing) {
+        this.committing.abandoned = true;
+        this.committing.held = [];
+      }
       this.abandonImage(`link to the predecessor down: ${reason}`);
       this.actor.send({ type: 'upstream.down', reason });
     });

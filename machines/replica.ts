@@ -74,6 +74,11 @@ export type ReplicaEvent =
   | { type: 'upstream.down'; reason: string }
   | { type: 'successor.down'; id: MemberId }
   | { type: 'store.applied'; appliedVersion: number }
+  /**
+   * The store's content was replaced by an image at imageVersion (committed durably): whatever
+   * the state or the epoch of the stream it came on, the store now holds that and nothing past it.
+   */
+  | { type: 'store.image'; imageVersion: number }
   | { type: 'store.durable'; durableVersion: number }
   | { type: 'store.failed'; code: string; message: string }
   | { type: 'stop' };
@@ -250,6 +255,15 @@ export const replicaMachine = setup({
         if (context.predecessor) enqueue.raise({ type: 'upstream.down', reason: `version gap at ${gapAt}` });
       }
     }),
+    /**
+     * An image replaced the store: accepted and durable are its version now, even below what
+     * they were (an image of an older stream that finished committing late, seed 8750); acks must
+     * not go on claiming versions the store no longer holds.
+     */
+    noteImage: assign({
+      acceptedVersion: ({ context, event }) => (event.type === 'store.image' ? event.imageVersion : context.acceptedVersion),
+      durableVersion: ({ context, event }) => (event.type === 'store.image' ? event.imageVersion : context.durableVersion),
+    }),
     noteApplied: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'store.applied') return;
       const appliedVersion = event.appliedVersion;
@@ -401,6 +415,7 @@ export const replicaMachine = setup({
   initial: 'joining',
   on: {
     'store.applied': { actions: 'noteApplied' },
+    'store.image': { actions: 'noteImage' },
     'store.durable': { actions: 'noteDurable' },
     'store.failed': { target: '.faulted', actions: 'noteFault' },
     'sync.request': { actions: 'refuseSyncRequest' },

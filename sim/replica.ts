@@ -57,6 +57,12 @@ interface IncomingImage {
   after: Frame[];
 }
 
+/** actors/replica.ts's ImageCommit: an image committing, and the upstream batches held until it is in place. */
+interface ImageCommit {
+  held: Array<{ predecessorId: MemberId; frames: Frame[] }>;
+  abandoned: boolean;
+}
+
 export class SimReplica implements Listener {
   alive = true;
   readonly actor: Actor<ReplicaMachine>;
@@ -68,6 +74,8 @@ export class SimReplica implements Listener {
   private forwarder: SimForwarder | null = null;
   private readonly recent = new SimRecentWrites();
   private image: IncomingImage | null = null;
+  /** An image whose end arrived, being committed: upstream frames wait for it (seed 8750). */
+  private committing: ImageCommit | null = null;
   private readonly sightings: Sightings;
   private controller: SimControllerLink | null = null;
 
@@ -207,12 +215,17 @@ export class SimReplica implements Listener {
 
   /** Frames from our predecessor, on the link we dialed for SYNC. */
   private receiveFromUpstream(predecessorId: MemberId, frames: Frame[]): void {
+    if (this.committing) {
+      this.committing.held.push({ predecessorId, frames });
+      return;
+    }
     let writes: WriteFrame[] | null = null;
     const flushWrites = () => {
       if (writes) this.actor.send({ type: 'writes', from: predecessorId, frames: writes });
       writes = null;
     };
-    for (const frame of frames) {
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i];
       if (!this.alive) return;
       if (this.image && frame.t === 'sync-start') this.image = null;
       if (this.image) {
@@ -220,8 +233,10 @@ export class SimReplica implements Listener {
         if (frame.t === 'image-chunk') {
           image.content.set(frame.data, frame.offsetBytes);
           image.chunks++;
-        } else if (frame.t === 'image-end') this.installImage(predecessorId, image);
-        else image.after.push(frame);
+        } else if (frame.t === 'image-end') {
+          this.installImage(predecessorId, image, frames.slice(i + 1));
+          return;
+        } else image.after.push(frame);
         continue;
       }
       if (frame.t === 'write') {
@@ -254,23 +269,31 @@ export class SimReplica implements Listener {
   }
 
   /** Swap the image in (atomically, after the disk took it); only then does the machine learn its version. */
-  private installImage(predecessorId: MemberId, image: IncomingImage): void {
+  private installImage(predecessorId: MemberId, image: IncomingImage, rest: Frame[]): void {
+    this.image = null;
+    const commit: ImageCommit = { held: [{ predecessorId, frames: [...image.after, ...rest] }], abandoned: false };
+    this.committing = commit;
     // Chunks are written as they come; the commit (flush, two checkpoints) takes a while.
     this.env.sched.after(between(this.env, this.env.params.imageCommitMs), () => {
       if (!this.alive) return;
-      if (this.image !== image) return; // aborted: the link went down meanwhile
       const { imageVersion } = image.start;
+      const finish = (installed: boolean): void => {
+        this.committing = null;
+        if (installed) {
+          this.recent.clear();
+          this.actor.send({ type: 'store.image', imageVersion });
+          if (!commit.abandoned) this.actor.send({ type: 'sync.start', frame: image.start });
+          this.actor.send({ type: 'store.applied', appliedVersion: this.store.version });
+        }
+        for (const batch of commit.held) this.receiveFromUpstream(batch.predecessorId, batch.frames);
+      };
+      if (commit.abandoned) return finish(false); // the link went down meanwhile: aborted
       this.env.sched.after(between(this.env, this.env.params.imageCommitMs), () => {
         if (!this.alive) return;
         this.store.commitImage(imageVersion, image.content);
         this.env.checker.checkImage(this.id, imageVersion, image.content);
         this.env.trace.log(this.id, `image v${imageVersion} installed (${image.chunks} chunks)`);
-        const superseded = this.image !== image;
-        if (!superseded) this.image = null;
-        this.recent.clear();
-        this.actor.send({ type: 'sync.start', frame: image.start });
-        this.actor.send({ type: 'store.applied', appliedVersion: this.store.version });
-        if (!superseded) this.receiveFromUpstream(predecessorId, image.after);
+        finish(true);
       });
     });
   }
@@ -406,6 +429,10 @@ export class SimReplica implements Listener {
     };
     upstream.handlers.down = (reason) => {
       if (!this.alive || this.upstream !== upstream) return;
+      if (this.committing) {
+        this.committing.abandoned = true;
+        this.committing.held = [];
+      }
       this.image = null;
       this.actor.send({ type: 'upstream.down', reason });
     };

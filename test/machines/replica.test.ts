@@ -218,4 +218,24 @@ describe('replica machine: bugs the simulator found', () => {
     actor.send({ type: 'store.applied', appliedVersion: 40 });
     expect(emitted).toContainEqual({ type: 'ack', to: 'd', appliedVersion: 40, durableVersion: 40 });
   });
+  it('an image installed late (its stream of an older epoch, the replica serving by now) still sets what its acks claim durable', () => {
+    const { actor, take } = start('r2', 0);
+    actor.send({ type: 'config', config: config(4) });
+    // Caught up from a newer image at v86 and made v90 durable.
+    actor.send({ type: 'store.image', imageVersion: 86 });
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 4, mode: 'image', fromVersion: 0, imageVersion: 86, targetVersion: 86 } });
+    actor.send({ type: 'store.applied', appliedVersion: 86 });
+    expect(actor.getSnapshot().value).toBe('serving');
+    actor.send({ type: 'writes', from: 'r1', frames: [87, 88, 89, 90].map((v) => write(v, 4)) });
+    actor.send({ type: 'store.applied', appliedVersion: 90 });
+    actor.send({ type: 'flush', from: 'd', frame: { t: 'flush', epoch: 4, v: 90 } });
+    actor.send({ type: 'store.durable', durableVersion: 90 });
+    take();
+    // Then the image of an epoch-3 stream, at v79, finished committing: the store holds v79 only.
+    actor.send({ type: 'store.image', imageVersion: 79 });
+    actor.send({ type: 'sync.start', frame: { t: 'sync-start', epoch: 3, mode: 'image', fromVersion: 0, imageVersion: 79, targetVersion: 79 } });
+    actor.send({ type: 'store.applied', appliedVersion: 79 });
+    expect(take()).toContainEqual({ type: 'ack', to: 'd', appliedVersion: 79, durableVersion: 79 });
+    expect(actor.getSnapshot().context).toMatchObject({ acceptedVersion: 79, appliedVersion: 79, durableVersion: 79 });
+  });
 });

@@ -16,6 +16,10 @@ const cases: Array<{ seed: number; bug: string }> = [
     seed: 3537,
     bug: "the answer to a SYNC of the previous epoch, arriving after a new config, was taken as the current one: the replica went 'serving', refused the stream's writes as stale and never asked again",
   },
+  {
+    seed: 8750,
+    bug: "a new sync-start during an older image's commit let a newer image commit first and the older one over it: the store fell back to the older version while the machine, serving, still acked the newer one as durable",
+  },
 ];
 
 describe('actor bugs the simulator found, fixed', () => {
