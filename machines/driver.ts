@@ -229,7 +229,13 @@ function linksUp(context: DriverContext): number {
 
 /** Why a new write cannot be taken now, or null if it can. */
 function writeRefusal(context: DriverContext): string | null {
-  if (context.quorumLostSinceTick !== null && context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks) {
+  // quorumLostSinceTick is brought up to date once a tick: links that came back since count now,
+  // or a write right after they did is refused with a majority up (simulator, seed 8923).
+  if (
+    context.quorumLostSinceTick !== null &&
+    context.tick - context.quorumLostSinceTick >= context.quorumGraceTicks &&
+    linksUp(context) < quorumSize(context.chain.length)
+  ) {
     return `only ${linksUp(context)} of ${context.chain.length} replicas reachable; a write needs ${quorumSize(context.chain.length)}`;
   }
   if (context.lastVersion - context.committedVersion >= maxUncommittedWrites) {

@@ -111,6 +111,23 @@ describe('driver machine', () => {
     expect(take()).toEqual([expect.objectContaining({ reqId: 6, ok: false, code: 'ERR_QUORUM_LOST' })]);
   });
 
+  it('takes writes again as soon as a majority of links is back, not only from the next tick on', () => {
+    const { actor, take, ticks } = start();
+    actor.send({ type: 'link.down', id: 'r2' });
+    actor.send({ type: 'link.down', id: 'r3' });
+    ticks(22);
+    take();
+    actor.send({ type: 'link.up', id: 'r2', appliedVersion: 0 });
+    actor.send({ type: 'link.up', id: 'r3', appliedVersion: 0 });
+    take();
+    // Same tick: the quorum-lost mark is still set until expire runs, but 3 of 3 links are up.
+    actor.send({ type: 'io.write', reqId: 7, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });
+    actor.send({ type: 'io.flush', reqId: 8 });
+    const out = take();
+    expect(out.filter((e) => e.type === 'reply')).toEqual([]);
+    expect(out).toContainEqual(expect.objectContaining({ type: 'send', to: 'r1' }));
+  });
+
   it('resends uncommitted writes to a head that reconnects, from what it holds', () => {
     const { actor, take } = start();
     for (let i = 0; i < 3; i++) actor.send({ type: 'io.write', reqId: i, kind: 'write', offsetBytes: 0, lengthBytes: 4096, data, fua: false });

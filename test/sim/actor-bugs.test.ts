@@ -20,6 +20,7 @@ const cases: Array<{ seed: number; bug: string }> = [
     seed: 8750,
     bug: "a new sync-start during an older image's commit let a newer image commit first and the older one over it: the store fell back to the older version while the machine, serving, still acked the newer one as durable",
   },
+  { seed: 8923, bug: "the driver refused a write as quorum lost right after a majority of links came back, until its next tick cleared the mark ('only 3 of 3 replicas reachable')" },
 ];
 
 describe('actor bugs the simulator found, fixed', () => {
