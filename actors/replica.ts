@@ -521,11 +521,17 @@ export class ReplicaProcess {
     if (this.syncRetry || this.closed) return;
     this.syncRetry = setTimeout(() => {
       this.syncRetry = null;
-      if (!this.closed && this.upstream?.isUp && this.actor.getSnapshot().matches('syncing')) this.requestSync();
+      // An image streaming in is the answer to a later SYNC: no need to ask again.
+      if (!this.closed && this.upstream?.isUp && !this.image && this.actor.getSnapshot().matches('syncing')) this.requestSync();
     }, SYNC_RETRY_MS);
   }
 
   private requestSync(): void {
+    // Its answer starts the stream over: an image of an earlier SYNC still coming in is dropped.
+    // Left in place it would take that answer, a refusal included, as a frame after the image,
+    // and if the predecessor stopped streaming it (its successor left and came back) the replica
+    // waited for its end forever and never asked again (simulator, seed 9217).
+    this.abandonImage('a new SYNC was sent');
     const ctx = this.actor.getSnapshot().context;
     this.upstream?.send({ t: 'sync', epoch: ctx.epoch, id: this.options.id, fromVersion: ctx.acceptedVersion });
   }

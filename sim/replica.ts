@@ -442,11 +442,13 @@ export class SimReplica implements Listener {
     if (this.syncRetry || !this.alive) return;
     this.syncRetry = this.env.sched.after(SYNC_RETRY_MS, () => {
       this.syncRetry = null;
-      if (this.alive && this.upstream?.isUp && this.actor.getSnapshot().matches('syncing')) this.requestSync();
+      if (this.alive && this.upstream?.isUp && !this.image && this.actor.getSnapshot().matches('syncing')) this.requestSync();
     });
   }
 
   private requestSync(): void {
+    // actors/replica.ts: a new SYNC drops an image of an earlier one still coming in (seed 9217).
+    this.image = null;
     const ctx = this.actor.getSnapshot().context;
     this.upstream?.send({ t: 'sync', epoch: ctx.epoch, id: this.id, fromVersion: ctx.acceptedVersion });
   }

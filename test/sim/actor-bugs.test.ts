@@ -21,6 +21,10 @@ const cases: Array<{ seed: number; bug: string }> = [
     bug: "a new sync-start during an older image's commit let a newer image commit first and the older one over it: the store fell back to the older version while the machine, serving, still acked the newer one as durable",
   },
   { seed: 8923, bug: "the driver refused a write as quorum lost right after a majority of links came back, until its next tick cleared the mark ('only 3 of 3 replicas reachable')" },
+  {
+    seed: 9217,
+    bug: "an image the predecessor stopped streaming (its successor left the chain and came back) stayed in progress: the refusal of the next SYNC was queued behind it and the replica never asked again",
+  },
 ];
 
 describe('actor bugs the simulator found, fixed', () => {
