@@ -72,7 +72,9 @@ export async function lockDirectory(dir: string): Promise<DirLock> {
     const [pidText, startText] = text.trim().split(' ');
     const pid = Number(pidText);
     const start = Number(startText ?? 0);
-    const alive = Number.isInteger(pid) && pid > 0 && pid !== process.pid && isRunning(pid) && (start === 0 || startTicks(pid) === 0 || startTicks(pid) === start);
+    const theirStart = Number.isInteger(pid) && pid > 0 && pid !== process.pid && isRunning(pid) ? startTicks(pid) : undefined;
+    // Without a start time on either side, a running pid holds the lock.
+    const alive = theirStart !== undefined && (start === 0 || theirStart === 0 || theirStart === start);
     if (alive) {
       throw new StorageError(
         'ERR_LOCKED',

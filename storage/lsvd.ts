@@ -120,6 +120,8 @@ export interface ImageSink {
 
 const MiB = 1024 * 1024;
 const HASH_CHUNK_BYTES = MiB;
+/** A background GC that took nothing, or failed, waits at most this many check intervals before the next. */
+const GC_MAX_WAIT_CHECKS = 16;
 
 interface Snapshot {
   version: number;
@@ -205,15 +207,19 @@ export class Lsvd {
       throw wrapFsError(err, `create ${dir}`);
     });
     const lock = await lockDirectory(dir);
+    if (options.diskFaults) attachDiskFaults(dir, options.diskFaults);
     try {
-      return await Lsvd.openLocked(options, lock);
+      const store = await Lsvd.openLocked(options);
+      store.lock = lock;
+      return store;
     } catch (err) {
+      if (options.diskFaults) detachDiskFaults(dir, options.diskFaults);
       await lock.release();
       throw err;
     }
   }
 
-  private static async openLocked(options: LsvdOptions, lock: DirLock): Promise<Lsvd> {
+  private static async openLocked(options: LsvdOptions): Promise<Lsvd> {
     const { dir } = options;
     let sb = await readSuperblock(dir);
     let created = false;
@@ -228,14 +234,7 @@ export class Lsvd {
       throw new StorageError('ERR_INVALID', `${dir} is a ${sb.sizeBytes}-byte volume, not ${options.sizeBytes}`);
     }
     const store = new Lsvd(dir, sb.sizeBytes, options);
-    store.lock = lock;
-    if (options.diskFaults) attachDiskFaults(dir, options.diskFaults);
-    try {
-      await store.recoverState(created);
-    } catch (err) {
-      if (options.diskFaults) detachDiskFaults(dir, options.diskFaults);
-      throw err;
-    }
+    await store.recoverState(created);
     return store;
   }
 
@@ -452,13 +451,17 @@ export class Lsvd {
    * that does not fit, with every newer one, in syncWindowBytes (0: the whole log fits).
    */
   private byteWindowStart(): number {
-    const logs = [...this.segments.values()].filter((s) => s.kind === 'log' && !s.isRetired).sort((a, b) => b.number - a.number);
     let keptBytes = 0;
-    for (const seg of logs) {
+    for (const seg of this.logSegmentsNewestFirst()) {
       keptBytes += seg.sizeBytes;
       if (keptBytes > this.opts.syncWindowBytes && seg !== this.writer.active) return seg.lastVersion;
     }
     return 0;
+  }
+
+  /** The log segments in use, newest first. */
+  private logSegmentsNewestFirst(): SegmentFile[] {
+    return [...this.segments.values()].filter((s) => s.kind === 'log' && !s.isRetired).sort((a, b) => b.number - a.number);
   }
 
   /** Bytes of every segment file in use (log and GC output). */
@@ -488,12 +491,12 @@ export class Lsvd {
         .then((report) => {
           this.autoGcRuns += 1;
           this.lastAutoGc = report;
-          const maxWaitBytes = 16 * this.opts.gcCheckEveryBytes;
+          const maxWaitBytes = GC_MAX_WAIT_CHECKS * this.opts.gcCheckEveryBytes;
           this.gcCheckDueBytes = report.bytesReclaimed > 0 ? this.opts.gcCheckEveryBytes : Math.min(maxWaitBytes, this.gcCheckDueBytes * 2);
         })
         .catch((err: unknown) => {
           // Disk full or the like: the store keeps serving; try again after a longer wait.
-          this.gcCheckDueBytes = 16 * this.opts.gcCheckEveryBytes;
+          this.gcCheckDueBytes = GC_MAX_WAIT_CHECKS * this.opts.gcCheckEveryBytes;
           this.logger?.warn({ dir: this.dir, err: (err as Error).message, code: (err as StorageError).code }, 'background gc failed');
         })
         .finally(() => {
@@ -584,7 +587,7 @@ export class Lsvd {
 
   /** Oldest version recordsSince() can start after: the log segments from there on are intact. */
   get logStartVersion(): number {
-    const logs = [...this.segments.values()].filter((s) => s.kind === 'log' && !s.isRetired).sort((a, b) => b.number - a.number);
+    const logs = this.logSegmentsNewestFirst();
     let oldest = logs[0];
     for (let i = 1; i < logs.length && logs[i].number === logs[i - 1].number - 1; i += 1) oldest = logs[i];
     // Log segments always start with a record once anything follows them; an empty one is the active tail.
@@ -876,8 +879,7 @@ export class Lsvd {
   }
 
   async stats(): Promise<LsvdStats> {
-    let diskBytes = 0;
-    for (const seg of this.segments.values()) diskBytes += seg.sizeBytes;
+    let diskBytes = this.segmentBytes;
     for (const seq of await listCheckpoints(this.dir)) {
       diskBytes += (await stat(join(this.dir, `checkpoint-${String(seq).padStart(12, '0')}.ckpt`)).catch(() => ({ size: 0 }))).size;
     }
