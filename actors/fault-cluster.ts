@@ -76,6 +76,8 @@ export class FaultCluster {
   readonly controllerUrl: string;
   private readonly launches = new Map<string, Launch>();
   private readonly mounts: string[] = [];
+  /** Replicas whose disk is slowed now. */
+  private readonly slowDisks = new Set<string>();
   private lastStatus: ControllerStatus | null = null;
   private stopped = false;
 
@@ -201,36 +203,40 @@ export class FaultCluster {
     const text = `${JSON.stringify(delays)}\n`;
     const before = existsSync(file) ? readFileSync(file, 'utf8') : '{}\n';
     mkdirSync(path.dirname(file), { recursive: true });
-    const seen = this.logLinesWith(id, DISK_FAULT_LOG);
+    const logLines = () => (this.logText(id) ?? '').split(DISK_FAULT_LOG).length - 1;
+    const seen = logLines();
     // Whole or not at all: the replica may read the file at any moment.
     writeFileSync(`${file}.tmp`, text);
     renameSync(`${file}.tmp`, file);
+    if (Object.values(delays).some((ms) => ms > 0)) this.slowDisks.add(id);
+    else this.slowDisks.delete(id);
     // A running replica says when the new delays are in force; a stopped one reads them at start.
     if (text === before || !this.isRunning(id)) return;
     const deadline = Date.now() + DISK_FAULT_APPLY_MS;
-    while (this.logLinesWith(id, DISK_FAULT_LOG) === seen) {
+    while (logLines() === seen) {
       if (Date.now() > deadline) throw new Error(`${id} did not take up the disk delays within ${DISK_FAULT_APPLY_MS} ms (nothing in its log)`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
 
-  /** Every replica whose disk was slowed, healthy again. */
+  /** Whether a replica's disk is slowed now (set by setDiskDelays, lifted by zeros). */
+  isDiskSlowed(id: string): boolean {
+    return this.slowDisks.has(id);
+  }
+
+  /** Every replica whose disk is slowed, healthy again; returns their ids. */
   async healDisks(): Promise<string[]> {
-    const healed: string[] = [];
-    for (const [id, l] of this.launches) {
-      if (l.args.includes('--disk-faults') && existsSync(this.diskFaultsFile(id))) {
-        await this.setDiskDelays(id, {});
-        healed.push(id);
-      }
-    }
+    const healed = [...this.slowDisks];
+    for (const id of healed) await this.setDiskDelays(id, {});
     return healed;
   }
 
-  private logLinesWith(id: string, needle: string): number {
+  /** A member's log so far, or null when it has none yet. */
+  private logText(id: string): string | null {
     try {
-      return readFileSync(path.join(this.logDir, `${id}.log`), 'utf8').split(needle).length - 1;
+      return readFileSync(path.join(this.logDir, `${id}.log`), 'utf8');
     } catch {
-      return 0;
+      return null;
     }
   }
 
@@ -320,14 +326,10 @@ export class FaultCluster {
   }
 
   private listeningPortFromLog(id: string): number | null {
-    try {
-      const lines = readFileSync(path.join(this.logDir, `${id}.log`), 'utf8').split('\n');
-      for (let i = lines.length - 1; i >= 0; i--) {
-        const m = readyLines.replica.exec(lines[i]);
-        if (m) return Number(m[1]);
-      }
-    } catch {
-      // no log
+    const lines = this.logText(id)?.split('\n') ?? [];
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const m = readyLines.replica.exec(lines[i]);
+      if (m) return Number(m[1]);
     }
     return null;
   }
@@ -398,12 +400,10 @@ export class FaultCluster {
 
   /** The member's last `freebs: …` line (a refusal to start) from its log. */
   lastError(id: string): string {
-    try {
-      const lines = readFileSync(path.join(this.logDir, `${id}.log`), 'utf8').trimEnd().split('\n');
-      return lines.reverse().find((l) => l.startsWith('freebs: ')) ?? lines[0] ?? '';
-    } catch {
-      return '(no log)';
-    }
+    const text = this.logText(id);
+    if (text === null) return '(no log)';
+    const lines = text.trimEnd().split('\n');
+    return lines.reverse().find((l) => l.startsWith('freebs: ')) ?? lines[0] ?? '';
   }
 
   /** Driver first (it flushes), then the controller and every replica, replacements included. Idempotent. */

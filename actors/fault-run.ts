@@ -224,8 +224,6 @@ export async function runFaultScenario(options: FaultRunOptions): Promise<FaultR
   let finalStatus: ControllerStatus | null = null;
   let hashes: Verdict['hashes'] = {};
   const corrupted = new Set<string>();
-  /** Replicas whose disk a slow-disk step slowed and no heal lifted yet. */
-  const slowDisks = new Set<string>();
   let paused = false;
   let kept = false;
 
@@ -363,7 +361,7 @@ export async function runFaultScenario(options: FaultRunOptions): Promise<FaultR
           const id = await cluster.resolve(step.target);
           const from = step.from ? await Promise.all(step.from.map((f) => cluster.resolve(f))) : undefined;
           // A slow disk is lifted with the member's network faults (unless only some links heal).
-          const disk = !from && slowDisks.delete(id);
+          const disk = !from && cluster.isDiskSlowed(id);
           if (disk) await cluster.setDiskDelays(id, {});
           cluster.proxyOf(id).heal(from);
           return { target: id, detail: `${from ? `links from ${from.join(', ')}` : 'every link'}${disk ? ' and its disk' : ''}` };
@@ -372,7 +370,6 @@ export async function runFaultScenario(options: FaultRunOptions): Promise<FaultR
           const id = await cluster.resolve(step.target);
           const latencyMs = resolveMs(step.latency, T);
           await cluster.setDiskDelays(id, { writeDelayMs: latencyMs, syncDelayMs: latencyMs, readDelayMs: step.reads ? latencyMs : 0 });
-          slowDisks.add(id);
           return { target: id, detail: 'in force (its log says so)' };
         }
         case 'corrupt': {
