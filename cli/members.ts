@@ -112,9 +112,7 @@ export async function runDriver(options: DriverCliOptions): Promise<void> {
   if (!options.chain === !options.controller) fail('give the driver either --chain (a static chain) or --controller (which configures it)');
   const chain = options.chain ? parseChain(options.chain) : [];
   const linkSecurity = security(options, `driver ${options.id}`, null, log);
-  const nbdTls = nbdTlsOrFail(options);
-  const note = nbdAccessNote(nbdTls);
-  if (note && !isLoopback(options.host)) log.warn({ host: options.host }, note);
+  const nbdTls = nbdTlsFor(options, log);
   const { driver, nbdPort, httpPort } = await DriverProcess.start({
     id: options.id,
     clusterId: options.cluster,
@@ -181,9 +179,7 @@ export async function runController(options: ControllerCliOptions): Promise<void
 
 export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean } & NbdTlsFlags): Promise<void> {
   const log = createLogger('serve');
-  const tls = nbdTlsOrFail(options);
-  const note = nbdAccessNote(tls);
-  if (note && !isLoopback(options.host)) log.warn({ host: options.host }, note);
+  const tls = nbdTlsFor(options, log);
   const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
   const volume = new LocalVolume(store, { readOnly: options.readOnly ?? false });
   const server = new NbdServer({
@@ -205,10 +201,15 @@ export async function runServe(options: { dir: string; size?: number; name: stri
   console.log(`serving ${scheme}://${options.host}:${port}/${options.name} (${store.sizeBytes} bytes, version ${store.version}${tls ? `, TLS ${tls.required ? 'required' : 'offered'}${tls.ca ? ', client certificates required' : ''}` : ''})`);
 }
 
-function nbdTlsOrFail(flags: NbdTlsFlags): ReturnType<typeof nbdTlsFromFlags> {
+/** The NBD server's TLS from the flags (a bad flag ends the process), and a warning about who may connect off loopback. */
+function nbdTlsFor(options: NbdTlsFlags & { host: string }, log: ReturnType<typeof createLogger>): ReturnType<typeof nbdTlsFromFlags> {
+  let tls: ReturnType<typeof nbdTlsFromFlags>;
   try {
-    return nbdTlsFromFlags(flags);
+    tls = nbdTlsFromFlags(options);
   } catch (err) {
     return fail((err as Error).message);
   }
+  const note = nbdAccessNote(tls);
+  if (note && !isLoopback(options.host)) log.warn({ host: options.host }, note);
+  return tls;
 }

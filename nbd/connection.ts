@@ -4,6 +4,7 @@
  * in-flight requests first) or not (the peer vanished). Whatever a client does, it only ever
  * ends its own connection.
  */
+import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { ExportCatalog } from './backend.js';
@@ -69,7 +70,6 @@ export class NbdConnection {
   private resolveClosed!: (info: DisconnectInfo) => void;
   /** The stream we talk through: the TCP socket, or the TLS socket over it after STARTTLS. */
   private socket: Socket;
-  private tls = false;
   private closedOnce = false;
 
   constructor(
@@ -113,34 +113,32 @@ export class NbdConnection {
     this.writer.send(greeting());
   }
 
-  private listen(stream: Socket): void {
-    stream.on('data', this.onDataListener);
-    stream.on('end', this.onEndListener);
-    stream.on('drain', this.onDrainListener);
-    stream.on('error', this.onErrorListener);
-    stream.on('close', this.onCloseListener);
-  }
-
-  private unlisten(stream: Socket): void {
-    stream.off('data', this.onDataListener);
-    stream.off('end', this.onEndListener);
-    stream.off('drain', this.onDrainListener);
-    stream.off('error', this.onErrorListener);
-    stream.off('close', this.onCloseListener);
-  }
-
-  private readonly onDataListener = (chunk: Buffer): void => this.onData(chunk);
-  private readonly onEndListener = (): void => this.finish('peer closed its side', { flushBackend: false });
-  private readonly onDrainListener = (): void => this.transmission?.onDrain();
   private readonly onErrorListener = (err: NodeJS.ErrnoException): void => {
     this.closeReason = `socket error ${err.code ?? err.message}`;
     // A failed TLS handshake (no or a bad client certificate, a client that speaks no TLS) is the client's doing.
-    if (this.tls && !this.negotiated && !this.closeError) {
+    if (this.socket instanceof TLSSocket && !this.negotiated && !this.closeError) {
       this.closeError = new NbdError('ERR_NBD_TLS', `TLS handshake failed: ${err.message}`);
       this.warnLog.log({ reason: err.message, code: 'ERR_NBD_TLS' }, 'nbd: TLS handshake failed');
     }
   };
   private readonly onCloseListener = (): void => this.onClose();
+
+  /** What the connection listens to on its stream; moved over to the TLS socket by STARTTLS. */
+  private readonly listeners: ReadonlyArray<readonly [string, Parameters<EventEmitter['on']>[1]]> = [
+    ['data', (chunk: Buffer) => this.onData(chunk)],
+    ['end', () => this.finish('peer closed its side', { flushBackend: false })],
+    ['drain', () => this.transmission?.onDrain()],
+    ['error', this.onErrorListener],
+    ['close', this.onCloseListener],
+  ];
+
+  private listen(stream: Socket): void {
+    for (const [event, fn] of this.listeners) stream.on(event, fn);
+  }
+
+  private unlisten(stream: Socket): void {
+    for (const [event, fn] of this.listeners) stream.off(event, fn);
+  }
 
   /**
    * NBD_OPT_STARTTLS was accepted: send the ACK in the clear, then run TLS over the socket and read
@@ -166,7 +164,6 @@ export class NbdConnection {
         rejectUnauthorized: tlsConfig.verifyClients,
       });
       this.socket = secure;
-      this.tls = true;
       this.writer.switchTo(secure);
       this.listen(secure);
       // The raw socket's own close still ends us if TLS never gets going.
