@@ -15,9 +15,14 @@ import type { Logger } from 'pino';
 import { encodedRecordBytes, encodeRecordInto, type LsvdRecord } from './record.js';
 import { encodeSegmentHeader, fsyncDir, SEGMENT_HEADER_BYTES, SegmentFile } from './segment.js';
 import { NoSpaceError, StorageError, wrapFsError } from './errors.js';
+import type { RecycledSegments } from './recycled-segments.js';
 
-/** Batch buffers kept for reuse once written (each batchBytes, 1 MiB by default). */
-const SPARE_BATCH_BUFFERS = 4;
+/**
+ * Batch buffers are batchBytes plus this slack (or a larger multiple of it for a record that
+ * needs more), so one size serves batches of small records and a batchBytes-sized write with its
+ * header alike, and a written buffer always fits the next batch.
+ */
+const BATCH_SLACK_BYTES = 64 * 1024;
 /** Larger batch buffers (one huge write) are left to the GC rather than kept. */
 const MAX_SPARE_BUFFER_BYTES = 8 * 1024 * 1024;
 
@@ -38,6 +43,8 @@ export interface LogWriterOptions {
   batchBytes: number;
   /** Bound on appended-but-unwritten bytes; past it append throws ERR_BUSY. */
   maxBufferedBytes: number;
+  /** Retired segment files to append into instead of new ones (storage/recycled-segments.ts). */
+  recycled?: RecycledSegments;
   logger?: Logger;
 }
 
@@ -62,8 +69,9 @@ export class LogWriter {
   private syncRunning: Promise<number> | undefined;
   private syncQueued: Promise<number> | undefined;
   private queuedBytes = 0;
-  /** Written batch buffers kept for reuse. */
+  /** Written batch buffers kept for reuse, as many as the buffered-bytes bound can hold. */
   private spareBuffers: Buffer[] = [];
+  private readonly maxSpareBuffers: number;
 
   /** Last version appended (in memory), written to the file, and made durable. */
   appendedVersion: number;
@@ -78,6 +86,7 @@ export class LogWriter {
   ) {
     this.appendedVersion = version;
     this.durableVersion = version;
+    this.maxSpareBuffers = Math.max(4, Math.ceil(options.maxBufferedBytes / options.batchBytes) + 1);
   }
 
   get bufferedBytes(): number {
@@ -93,7 +102,8 @@ export class LogWriter {
   checkWritable(record: LsvdRecord): void {
     if (this.fatalError) throw this.fatalError;
     if (this.writeError) throw new NoSpaceError(`not accepting version ${record.version}: ${this.writeError.message}; free space and call flush() to retry`);
-    if (this.bufferedBytes + encodedRecordBytes(record) > this.options.maxBufferedBytes) {
+    // A record larger than the bound goes alone, once everything before it is written.
+    if (this.bufferedBytes > 0 && this.bufferedBytes + encodedRecordBytes(record) > this.options.maxBufferedBytes) {
       throw new StorageError('ERR_BUSY', `write buffer full (${this.bufferedBytes} bytes unwritten): wait for flush()`);
     }
   }
@@ -103,7 +113,7 @@ export class LogWriter {
     const need = encodedRecordBytes(record);
     let seg = this.active;
     if (seg.sizeBytes + need > this.options.segmentSizeBytes && seg.sizeBytes > SEGMENT_HEADER_BYTES) {
-      seg = this.rollover();
+      seg = this.rollover(record.version);
     }
     let batch = this.current;
     if (!batch || batch.segment !== seg || batch.buf.length - batch.usedBytes < need) {
@@ -134,9 +144,11 @@ export class LogWriter {
   }
 
   private newBatch(seg: SegmentFile, startBytes: number, need: number, createsFile: boolean): Batch {
-    const size = Math.max(this.options.batchBytes, need);
+    const size = Math.max(this.options.batchBytes + BATCH_SLACK_BYTES, Math.ceil(need / BATCH_SLACK_BYTES) * BATCH_SLACK_BYTES);
     // Reuse written batch buffers: a fresh 1 MiB buffer per small batch (one 4 KiB write per
-    // turn at queue depth 1), or per large write, costs far more in GC than the write itself.
+    // turn at queue depth 1), or per large write, costs far more in GC and page faults than the
+    // write itself. Every buffer the bound lets exist can be kept, so a saturated log writer
+    // allocates none.
     const spare = this.spareBuffers.findIndex((b) => b.length >= size);
     const buf = spare >= 0 ? this.spareBuffers.splice(spare, 1)[0] : Buffer.allocUnsafeSlow(size);
     const batch: Batch = { seq: 0, segment: seg, startBytes, buf, usedBytes: 0, lastVersion: 0, createsFile };
@@ -144,18 +156,26 @@ export class LogWriter {
     return batch;
   }
 
-  private rollover(): SegmentFile {
+  /**
+   * Start the next log segment; `firstVersion` is the record about to go in it, when known, so
+   * a recycled file is used only if everything it still holds is older.
+   */
+  private rollover(firstVersion?: number): SegmentFile {
     this.seal();
-    const next = new SegmentFile(this.options.dir, 'log', this.active.number + 1, SEGMENT_HEADER_BYTES, 'create');
+    const number = this.active.number + 1;
+    const recycled = firstVersion !== undefined ? this.options.recycled?.take(firstVersion) : undefined;
+    const next = recycled
+      ? new SegmentFile(this.options.dir, 'log', number, SEGMENT_HEADER_BYTES, 'recycled', recycled.path)
+      : new SegmentFile(this.options.dir, 'log', number, SEGMENT_HEADER_BYTES, 'create');
     const batch = this.newBatch(next, 0, SEGMENT_HEADER_BYTES, true);
-    encodeSegmentHeader('log', next.number).copy(batch.buf, 0);
+    encodeSegmentHeader('log', next.number, { recycled: recycled !== undefined }).copy(batch.buf, 0);
     batch.usedBytes = SEGMENT_HEADER_BYTES;
     this.active = next;
     this.onNewSegment(next);
     return next;
   }
 
-  /** Start a fresh log segment now (image install, or after open when asked). */
+  /** Start a fresh log segment now (image install, or after open when asked): never a recycled file. */
   startNewSegment(): SegmentFile {
     return this.rollover();
   }
@@ -211,6 +231,8 @@ export class LogWriter {
         const wrapped = wrapFsError(err, `write segment ${first.segment.name}`);
         if (wrapped.code === 'ERR_NO_SPACE') {
           this.writeError = wrapped;
+          // Files kept for reuse hold space the retry may need.
+          void this.options.recycled?.releaseAll();
           this.options.logger?.warn({ segment: first.segment.name, err: wrapped.message }, 'log write failed: no space; appends refused until a flush succeeds');
         } else {
           this.fatalError = wrapped;
@@ -221,7 +243,7 @@ export class LogWriter {
       }
       this.queue.splice(0, n);
       for (const b of group) {
-        if (b.buf.length <= MAX_SPARE_BUFFER_BYTES && this.spareBuffers.length < SPARE_BATCH_BUFFERS) this.spareBuffers.push(b.buf);
+        if (b.buf.length <= MAX_SPARE_BUFFER_BYTES && this.spareBuffers.length < this.maxSpareBuffers) this.spareBuffers.push(b.buf);
         this.queuedBytes -= b.usedBytes;
         if (b.createsFile) this.dirNeedsSync = true;
         this.dirty.add(b.segment);

@@ -17,14 +17,20 @@
  * - Files are removed newest first, so a crash during recovery never leaves a numbering gap.
  * - Log segments after the checkpoint must be numbered without gaps (ERR_CORRUPT).
  * - GC output not referenced by the chosen checkpoint is an interrupted GC: deleted.
+ * - A log segment may be a recycled file (storage/recycled-segments.ts) with records of its
+ *   old life after the new ones. Those are all older than the segment's first record, so a
+ *   valid record at or below the version replayed so far is where the log ends (cut like a
+ *   torn tail), and only records newer than that count as "valid records after the damage".
+ *   Pooled recycled files (R…) are deleted.
  */
 import type { Logger } from 'pino';
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { listCheckpoints, readCheckpoint, checkpointFileName, type CheckpointData } from './checkpoint.js';
-import { parseRecord, RECORD_HEADER_BYTES, RECORD_MAGIC, type RecordHeader } from './record.js';
-import { checkSegmentHeader, encodeSegmentHeader, fsyncDir, parseSegmentFileName, SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js';
+import { parseRecord, readU64, RECORD_HEADER_BYTES, RECORD_MAGIC, type RecordHeader } from './record.js';
+import { checkSegmentHeader, encodeSegmentHeader, isRecycledSegmentHeader, fsyncDir, parseSegmentFileName, SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js';
 import { CorruptError, wrapFsError } from './errors.js';
+import { isRecycledFileName } from './recycled-segments.js';
 
 export interface OpenReport {
   /** True when this open created the volume. */
@@ -98,7 +104,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
   };
 
   const names = await readdir(dir);
-  for (const name of names) if (name.endsWith('.tmp')) await remove(name);
+  for (const name of names) if (name.endsWith('.tmp') || isRecycledFileName(name)) await remove(name);
   const logNumbers: number[] = [];
   const gcNumbers = new Set<number>();
   for (const name of names) {
@@ -144,8 +150,9 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
     sink.loadCheckpoint(checkpoint);
     for (const s of meta.segments) {
       if (s.kind === 'log' && s.number >= replayStartNumber) continue; // opened by the replay below
-      const size = (await stat(join(dir, segmentFileName(s.kind, s.number)))).size;
-      const seg = new SegmentFile(dir, s.kind, s.number, size, 'readonly');
+      // The checkpoint's size, not the file's: a recycled file holds old bytes past its end.
+      const fileSize = (await stat(join(dir, segmentFileName(s.kind, s.number)))).size;
+      const seg = new SegmentFile(dir, s.kind, s.number, Math.min(s.sizeBytes, fileSize), 'readonly');
       seg.firstVersion = s.firstVersion;
       seg.lastVersion = s.lastVersion;
       segments.set(seg.id, seg);
@@ -218,8 +225,8 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
     if (headerProblem) {
       // A torn header can only be the newest segment, created just before a crash: then
       // neither it nor any later segment holds a record. Anything else is damage.
-      const ownRecords = findValidRecordAfter(data, SEGMENT_HEADER_BYTES) !== undefined;
-      const laterValid = await laterSegmentsHaveRecords(dir, toReplay.slice(idx + 1));
+      const ownRecords = findRecordNewerThan(data, SEGMENT_HEADER_BYTES, version) !== undefined;
+      const laterValid = await laterSegmentsHaveRecordsNewerThan(dir, toReplay.slice(idx + 1), version);
       const resumesCheckpoint = idx === 0 && checkpoint !== undefined;
       if (!ownRecords && !laterValid && !resumesCheckpoint) {
         warn(`removing ${seg.name}: ${headerProblem} (torn segment creation at the log tail)`);
@@ -252,15 +259,32 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
     if (pos > data.length) {
       throw new CorruptError(`log segment ${seg.name} is ${data.length} bytes, but ${report.checkpointUsed} says it held ${pos}; the log lost acknowledged data`);
     }
+    const recycled = headerProblem === undefined && isRecycledSegmentHeader(data);
     let cutAt: number | undefined;
+    let endsAt: number | undefined;
+    /** The cut drops only a recycled file's old bytes, nothing of this log. */
+    let cutIsOldLife = false;
     while (pos < data.length) {
       const parsed = parseRecord(data, pos);
-      if (!parsed.ok) {
-        const what = `${parsed.reason === 'short' ? 'torn (short) record' : parsed.reason === 'bad-crc' ? 'crc mismatch' : 'bad record header'} at ${seg.name}:${pos}`;
-        const laterInThis = findValidRecordAfter(data, pos + 1);
-        const laterSegs = isLast ? false : await laterSegmentsHaveRecords(dir, toReplay.slice(idx + 1));
+      // A valid record no newer than the log so far: the old life of a recycled file.
+      const stale = parsed.ok && parsed.header.version <= version;
+      if (!parsed.ok || stale) {
+        // In a recycled file, bytes that do not start the next record are its previous content.
+        const oldLife = stale || (recycled && !startsRecord(data, pos, version + 1));
+        const what = !parsed.ok
+          ? `${parsed.reason === 'short' ? 'torn (short) record' : parsed.reason === 'bad-crc' ? 'crc mismatch' : 'bad record header'} at ${seg.name}:${pos}`
+          : `an older record (version ${parsed.header.version}, left from the file's previous use) at ${seg.name}:${pos}`;
+        const laterInThis = findRecordNewerThan(data, pos + 1, version);
+        // A full recycled segment: the rest of the file is its old life, and the log goes on
+        // in the next segment with the very next version.
+        if (!isLast && laterInThis === undefined && (await firstRecordVersion(dir, toReplay[idx + 1])) === version + 1) {
+          endsAt = pos;
+          break;
+        }
+        const laterSegs = isLast ? false : await laterSegmentsHaveRecordsNewerThan(dir, toReplay.slice(idx + 1), version);
         if (laterInThis === undefined && !laterSegs) {
-          warn(`log tail cut: ${what}; ${data.length - pos} bytes removed (never acknowledged as durable)`, { segment: seg.name, positionBytes: pos });
+          if (oldLife) options.logger?.debug({ dir, segment: seg.name, positionBytes: pos }, `log ends before ${what}`);
+          else warn(`log tail cut: ${what}; ${data.length - pos} bytes removed (never acknowledged as durable)`, { segment: seg.name, positionBytes: pos });
         } else if (options.repairCorruptLog) {
           warn(`repairCorruptLog: ${what} in the middle of the log; cutting here and dropping every later record`, { segment: seg.name, positionBytes: pos });
         } else {
@@ -271,6 +295,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
           );
         }
         cutAt = pos;
+        cutIsOldLife = oldLife && laterInThis === undefined && !laterSegs;
         break;
       }
       const h = parsed.header;
@@ -286,7 +311,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
       pos += parsed.totalBytes;
     }
     if (cutAt !== undefined) {
-      report.truncatedBytes += data.length - cutAt;
+      if (!cutIsOldLife) report.truncatedBytes += data.length - cutAt;
       try {
         await fh.truncate(cutAt);
         await fh.datasync();
@@ -304,7 +329,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
       }
       break;
     }
-    seg.sizeBytes = data.length;
+    seg.sizeBytes = endsAt ?? data.length;
     segments.set(seg.id, seg);
     active = seg;
   }
@@ -345,26 +370,55 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
   return { segments, active, version, checkpoint, report };
 }
 
-/** Position of the next record with a valid crc after `from`, if any (is the damage at the tail?). */
-function findValidRecordAfter(data: Buffer, from: number): number | undefined {
+/** Whether the bytes at `at` begin the header of record `version` (torn or whole). */
+function startsRecord(data: Buffer, at: number, version: number): boolean {
+  return at + 16 <= data.length && data.readUInt32LE(at) === RECORD_MAGIC && readU64(data, at + 8) === version;
+}
+
+/**
+ * Position of the next record with a valid crc and a version above `version` after `from`, if
+ * any (is the damage at the tail?). Older valid records are a recycled file's previous life.
+ */
+function findRecordNewerThan(data: Buffer, from: number, version: number): number | undefined {
   const magic = Buffer.alloc(4);
   magic.writeUInt32LE(RECORD_MAGIC, 0);
   let at = data.indexOf(magic, from);
   while (at >= 0) {
-    if (parseRecord(data, at).ok) return at;
+    const parsed = parseRecord(data, at);
+    if (parsed.ok && parsed.header.version > version) return at;
     at = data.indexOf(magic, at + 1);
   }
   return undefined;
 }
 
-async function laterSegmentsHaveRecords(dir: string, numbers: number[]): Promise<boolean> {
+/** Version of the first record of log segment `number`, if its header and that record are valid. */
+async function firstRecordVersion(dir: string, number: number): Promise<number | undefined> {
+  const seg = new SegmentFile(dir, 'log', number, 0, 'readonly');
+  try {
+    const size = (await stat(seg.path)).size;
+    if (size < SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) return undefined;
+    const head = Buffer.alloc(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
+    await seg.readAt(head, 0, head.length, 0);
+    if (checkSegmentHeader(head, 'log', number) !== undefined) return undefined;
+    const total = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + (head.readUInt32LE(SEGMENT_HEADER_BYTES + 32) >>> 0);
+    if (total > size) return undefined;
+    const buf = Buffer.alloc(total);
+    await seg.readAt(buf, 0, total, 0);
+    const parsed = parseRecord(buf, SEGMENT_HEADER_BYTES);
+    return parsed.ok ? parsed.header.version : undefined;
+  } finally {
+    await seg.close();
+  }
+}
+
+async function laterSegmentsHaveRecordsNewerThan(dir: string, numbers: number[], version: number): Promise<boolean> {
   for (const n of numbers) {
     const seg = new SegmentFile(dir, 'log', n, 0, 'readonly');
     try {
       const size = (await stat(seg.path)).size;
       const buf = Buffer.alloc(Math.min(size, 64 * 1024 * 1024 + 4096));
       if (buf.length > 0) await seg.readAt(buf, 0, buf.length, 0);
-      if (findValidRecordAfter(buf, SEGMENT_HEADER_BYTES) !== undefined) return true;
+      if (findRecordNewerThan(buf, SEGMENT_HEADER_BYTES, version) !== undefined) return true;
     } finally {
       await seg.close();
     }

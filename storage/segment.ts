@@ -4,15 +4,16 @@
  * by a checkpoint. Separate numbering lets recovery demand that log segments after the
  * checkpoint are gapless, whatever GC did.
  *
- * Segment header (32 bytes): magic u32 | formatVersion u16 | kind u8 | 0 u8 | number u64
- * | crc32c(bytes 0..16) u32 | 12 reserved zero bytes.
+ * Segment header (32 bytes): magic u32 | formatVersion u16 | kind u8 | flags u8 | number u64
+ * | crc32c(bytes 0..16) u32 | 12 reserved zero bytes. Flag 1: a recycled file, whose bytes
+ * after the last record of this segment are its previous content (storage/recycled-segments.ts).
  */
 import { crc32c } from '@node-rs/crc32';
 import { readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { access, open, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FORMAT_VERSION, readU64, writeU64 } from './record.js';
-import { CorruptError, wrapFsError } from './errors.js';
+import { CorruptError, StorageError, wrapFsError } from './errors.js';
 import { diskFaultsFor } from './disk-faults.js';
 
 export const SEGMENT_MAGIC = 0x5356534c; // "LSVS"
@@ -40,14 +41,22 @@ export function parseSegmentFileName(name: string): { kind: SegmentKind; number:
   return { kind: m[1] === 'L' ? 'log' : 'gc', number: Number(m[2]) };
 }
 
-export function encodeSegmentHeader(kind: SegmentKind, number: number): Buffer {
+const FLAG_RECYCLED = 1;
+
+export function encodeSegmentHeader(kind: SegmentKind, number: number, options: { recycled?: boolean } = {}): Buffer {
   const buf = Buffer.alloc(SEGMENT_HEADER_BYTES);
   buf.writeUInt32LE(SEGMENT_MAGIC, 0);
   buf.writeUInt16LE(FORMAT_VERSION, 4);
   buf[6] = kind === 'log' ? 1 : 2;
+  buf[7] = options.recycled ? FLAG_RECYCLED : 0;
   writeU64(buf, number, 8);
   buf.writeUInt32LE(crc32c(buf.subarray(0, 16)), 16);
   return buf;
+}
+
+/** Whether a (checked) segment header marks a recycled file. */
+export function isRecycledSegmentHeader(buf: Buffer): boolean {
+  return (buf[7] & FLAG_RECYCLED) !== 0;
 }
 
 /** Check a segment header; returns a reason string when it is not the header of this segment. */
@@ -86,7 +95,9 @@ export class SegmentFile {
     readonly kind: SegmentKind,
     readonly number: number,
     sizeBytes: number,
-    private readonly mode: 'create' | 'existing' | 'readonly',
+    private readonly mode: 'create' | 'existing' | 'readonly' | 'recycled',
+    /** mode 'recycled': the pooled file (storage/recycled-segments.ts) renamed to this segment on first use. */
+    private readonly recycledFrom?: string,
   ) {
     this.id = segmentId(kind, number);
     this.path = join(dir, segmentFileName(kind, number));
@@ -104,8 +115,8 @@ export class SegmentFile {
   handle(): Promise<FileHandle> {
     if (!this.fhPromise) {
       // 'wx+': a name collision means our numbering is wrong; never clobber a segment.
-      const flags = this.mode === 'create' ? 'wx+' : this.mode === 'existing' ? 'r+' : 'r';
-      this.fhPromise = open(this.path, flags).then(
+      const flags = this.mode === 'create' ? 'wx+' : this.mode === 'readonly' ? 'r' : 'r+';
+      this.fhPromise = this.takeRecycled().then(() => open(this.path, flags)).then(
         (fh) => {
           this.fd = fh.fd;
           return fh;
@@ -118,6 +129,14 @@ export class SegmentFile {
       );
     }
     return this.fhPromise;
+  }
+
+  /** mode 'recycled': give the pooled file this segment's name (never over an existing segment). */
+  private async takeRecycled(): Promise<void> {
+    if (this.mode !== 'recycled' || this.recycledFrom === undefined) return;
+    const exists = await access(this.path).then(() => true, () => false);
+    if (exists) throw new StorageError('ERR_IO', `segment ${this.path} already exists; refusing to recycle ${this.recycledFrom} over it`);
+    await rename(this.recycledFrom, this.path);
   }
 
   /** Read exactly `length` bytes at `position`, pinning the file for the duration. */
