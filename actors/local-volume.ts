@@ -12,7 +12,8 @@
  * is held, and so is every write after it (arrival order is kept), until the log writer has made
  * room. The store says nothing when its writes land, so held writes retry on a short timer; a
  * flush() — which waits for every write, but also syncs every dirty segment, so it is the last
- * resort — only decides, after a long refusal, whether a record can ever fit.
+ * resort — empties the buffer after a long refusal (a record larger than the bound is taken
+ * once nothing else is buffered).
  */
 import type { BlockBackend } from '../nbd/backend.js';
 import type { RecordKind } from '../protocol/frames.js';
@@ -21,8 +22,8 @@ import type { ReplicaStore } from './replica-store.js';
 /** How often held writes retry while the store's buffer is full. */
 const BUSY_RETRY_MS = 1;
 /**
- * Refusals in a row (≈ this many ms) after which held writes wait for a flush: a record still
- * refused once everything is written can never fit the store's bound, and fails.
+ * Refusals in a row (≈ this many ms) after which held writes wait for a flush, which empties
+ * the store's buffer: a record larger than the bound goes in alone then.
  */
 const BUSY_RETRIES_BEFORE_FLUSH = 1000;
 
@@ -53,7 +54,7 @@ export class LocalVolume implements BlockBackend {
   private readonly held: HeldWrite[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private busyRetries = 0;
-  /** The flush that decides whether the first held write can ever fit. */
+  /** The flush that empties the store's buffer for the first held write. */
   private lastResortFlush: Promise<void> | undefined;
   private closed = false;
 
@@ -150,7 +151,7 @@ export class LocalVolume implements BlockBackend {
           else this.scheduleRetry();
           return;
         }
-        // Refused for good — or still too big with nothing else buffered: it can never fit.
+        // Refused for good (or, impossible with an empty buffer, still busy after the flush).
         this.held.shift();
         w.reject(err);
         afterFlush = false;

@@ -87,9 +87,16 @@ export class LsvdStore implements ReplicaStore {
 
 /**
  * Open the volume in `dir`, creating it when sizeBytes is given and nothing is there. With
- * diskFaults, the store's IO is slowed by the delays in that file while it is open.
+ * diskFaults, the store's IO is slowed by the delays in that file while it is open;
+ * syncWindowBytes bounds the log kept for SYNC (a single-node volume has no peer to serve).
  */
-export async function openLsvdStore(dir: string, sizeBytes: number | undefined, logger: Logger, diskFaults?: { file: string }): Promise<LsvdStore> {
+export async function openLsvdStore(
+  dir: string,
+  sizeBytes: number | undefined,
+  logger: Logger,
+  options: { diskFaults?: { file: string }; syncWindowBytes?: number } = {},
+): Promise<LsvdStore> {
+  const { diskFaults } = options;
   let faults: DiskFaults | undefined;
   let unwatch = (): void => undefined;
   if (diskFaults) {
@@ -99,7 +106,7 @@ export async function openLsvdStore(dir: string, sizeBytes: number | undefined, 
   }
   try {
     // Recovery logs what it cut or repaired through the logger.
-    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}) });
+    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}), ...(options.syncWindowBytes !== undefined ? { syncWindowBytes: options.syncWindowBytes } : {}) });
     return new LsvdStore(lsvd, unwatch);
   } catch (err) {
     unwatch();

@@ -68,7 +68,7 @@ export async function runReplica(options: ReplicaCliOptions): Promise<void> {
   const log = createLogger(options.id);
   const linkSecurity = security(options, `replica ${options.id}`, options.host, log);
   const diskFaults = options.diskFaults === undefined ? undefined : { file: path.resolve(options.diskFaults) };
-  const store = await openLsvdStore(options.dir, options.size, log, diskFaults).catch((err: Error) => fail(err.message));
+  const store = await openLsvdStore(options.dir, options.size, log, { diskFaults }).catch((err: Error) => fail(err.message));
   const { replica, port } = await ReplicaProcess.start({
     id: options.id,
     store,
@@ -177,10 +177,14 @@ export async function runController(options: ControllerCliOptions): Promise<void
   console.log(`controller listening on ${scheme}://${options.host}:${started.port} (${auth}; status: ${http}://${options.host}:${started.port}/status)`);
 }
 
+const SINGLE_NODE_SYNC_WINDOW_BYTES = 64 * 1024 * 1024;
+
 export async function runServe(options: { dir: string; size?: number; name: string; host: string; port: number; readOnly?: boolean } & NbdTlsFlags): Promise<void> {
   const log = createLogger('serve');
   const tls = nbdTlsFor(options, log);
-  const store = await openLsvdStore(options.dir, options.size, log).catch((err: Error) => fail(err.message));
+  // No peer ever SYNCs from a single-node volume: keep no log beyond one segment for it, so GC
+  // (and segment reuse) can take overwritten data at once.
+  const store = await openLsvdStore(options.dir, options.size, log, { syncWindowBytes: SINGLE_NODE_SYNC_WINDOW_BYTES }).catch((err: Error) => fail(err.message));
   const volume = new LocalVolume(store, { readOnly: options.readOnly ?? false });
   const server = new NbdServer({
     catalog: {
