@@ -25,6 +25,11 @@ import type { RecycledSegments } from './recycled-segments.js';
 const BATCH_SLACK_BYTES = 64 * 1024;
 /** Larger batch buffers (one huge write) are left to the GC rather than kept. */
 const MAX_SPARE_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * Written batch buffers kept: at least one writev's worth (64 batches go out together), so a
+ * saturated writer gets back as many as it just wrote and allocates none.
+ */
+const MAX_SPARE_BUFFERS = 64;
 
 interface Batch {
   seq: number;
@@ -69,7 +74,7 @@ export class LogWriter {
   private syncRunning: Promise<number> | undefined;
   private syncQueued: Promise<number> | undefined;
   private queuedBytes = 0;
-  /** Written batch buffers kept for reuse, as many as the buffered-bytes bound can hold. */
+  /** Written batch buffers kept for reuse (up to MAX_SPARE_BUFFERS, or what the bound lets exist). */
   private spareBuffers: Buffer[] = [];
   private readonly maxSpareBuffers: number;
 
@@ -86,7 +91,7 @@ export class LogWriter {
   ) {
     this.appendedVersion = version;
     this.durableVersion = version;
-    this.maxSpareBuffers = Math.max(4, Math.ceil(options.maxBufferedBytes / options.batchBytes) + 1);
+    this.maxSpareBuffers = Math.min(MAX_SPARE_BUFFERS, Math.ceil(options.maxBufferedBytes / options.batchBytes) + 1);
   }
 
   get bufferedBytes(): number {
@@ -147,8 +152,7 @@ export class LogWriter {
     const size = Math.max(this.options.batchBytes + BATCH_SLACK_BYTES, Math.ceil(need / BATCH_SLACK_BYTES) * BATCH_SLACK_BYTES);
     // Reuse written batch buffers: a fresh 1 MiB buffer per small batch (one 4 KiB write per
     // turn at queue depth 1), or per large write, costs far more in GC and page faults than the
-    // write itself. Every buffer the bound lets exist can be kept, so a saturated log writer
-    // allocates none.
+    // write itself.
     const spare = this.spareBuffers.findIndex((b) => b.length >= size);
     const buf = spare >= 0 ? this.spareBuffers.splice(spare, 1)[0] : Buffer.allocUnsafeSlow(size);
     const batch: Batch = { seq: 0, segment: seg, startBytes, buf, usedBytes: 0, lastVersion: 0, createsFile };

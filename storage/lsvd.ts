@@ -43,10 +43,7 @@ export interface LsvdOptions {
   segmentSizeBytes?: number;
   /** A write batch goes out when it passes this many bytes (else on the next turn). Default 1 MiB. */
   batchBytes?: number;
-  /**
-   * Appended-but-unwritten bytes beyond which append throws ERR_BUSY (a larger record is taken
-   * when nothing is buffered). Default 64 MiB: the page cache behind it is the real write-behind.
-   */
+  /** Appended-but-unwritten bytes beyond which append throws ERR_BUSY (a larger record is taken when nothing is buffered). Default 256 MiB. */
   maxBufferedBytes?: number;
   /** Background checkpoint after this many records or log bytes. Defaults 200,000 / 512 MiB. */
   checkpointEveryRecords?: number;
@@ -191,7 +188,7 @@ export class Lsvd {
     this.opts = {
       segmentSizeBytes: options.segmentSizeBytes ?? 64 * MiB,
       batchBytes: options.batchBytes ?? MiB,
-      maxBufferedBytes: options.maxBufferedBytes ?? 64 * MiB,
+      maxBufferedBytes: options.maxBufferedBytes ?? 256 * MiB,
       checkpointEveryRecords: options.checkpointEveryRecords ?? 200_000,
       checkpointEveryBytes: options.checkpointEveryBytes ?? 512 * MiB,
       syncWindowVersions: options.syncWindowVersions ?? 100_000,
