@@ -94,7 +94,7 @@ export async function openLsvdStore(
   dir: string,
   sizeBytes: number | undefined,
   logger: Logger,
-  options: { diskFaults?: { file: string }; syncWindowBytes?: number } = {},
+  options: { diskFaults?: { file: string }; syncWindowBytes?: number; maxBufferedBytes?: number } = {},
 ): Promise<LsvdStore> {
   const { diskFaults } = options;
   let faults: DiskFaults | undefined;
@@ -106,7 +106,7 @@ export async function openLsvdStore(
   }
   try {
     // Recovery logs what it cut or repaired through the logger.
-    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}), ...(options.syncWindowBytes !== undefined ? { syncWindowBytes: options.syncWindowBytes } : {}) });
+    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}), ...(options.syncWindowBytes !== undefined ? { syncWindowBytes: options.syncWindowBytes } : {}), ...(options.maxBufferedBytes !== undefined ? { maxBufferedBytes: options.maxBufferedBytes } : {}) });
     return new LsvdStore(lsvd, unwatch);
   } catch (err) {
     unwatch();

@@ -53,6 +53,9 @@ interface ImageCommit {
   abandoned: boolean;
 }
 
+/** How often writes held for a full store write buffer retry. */
+const HELD_APPEND_RETRY_MS = 2;
+
 export class ReplicaProcess {
   readonly actor: Actor<ReplicaMachine>;
   private readonly server: LinkServer;
@@ -65,6 +68,13 @@ export class ReplicaProcess {
   private upstreamUrl: string | null = null;
   private forwarder: Forwarder | null = null;
   private readonly recent = new RecentWrites();
+  /**
+   * Writes the machine accepted that the store has not taken yet: its write buffer was full
+   * (ERR_BUSY, a disk slower than the writes coming in). Applied in order, first, on a short timer.
+   */
+  private heldAppends: WriteFrame[] = [];
+  private heldRetry: ReturnType<typeof setTimeout> | null = null;
+  private heldSinceMs: number | null = null;
   /** One Lamport clock for every link of this process, so its trace keeps causal order. */
   private readonly clock = new LamportClock();
   private image: IncomingImage | null = null;
@@ -142,6 +152,7 @@ export class ReplicaProcess {
     await this.controller?.close();
     this.forwarder?.stop();
     if (this.syncRetry) clearTimeout(this.syncRetry);
+    if (this.heldRetry) clearTimeout(this.heldRetry);
     this.upstream?.close();
     await this.server.close();
     await this.options.store.flush().catch(() => undefined);
@@ -368,25 +379,58 @@ export class ReplicaProcess {
       .catch((err: unknown) => this.log.debug({ err }, 'sync: abandoned image was already committing'));
   }
 
+  /**
+   * Append the held writes in order while the store takes them. A full write buffer is not a
+   * failure: the writes wait (and are not yet acknowledged as applied) until the log writer has
+   * made room; any other refusal stops this replica taking writes.
+   */
+  private applyHeld(): void {
+    if (this.heldRetry) return;
+    const { store } = this.options;
+    let taken = 0;
+    try {
+      for (; taken < this.heldAppends.length; taken++) {
+        const frame = this.heldAppends[taken]!;
+        // Superseded meanwhile (an image installed past it): nothing to apply.
+        if (frame.v <= store.version) continue;
+        store.append(frame);
+        this.recent.push(frame);
+      }
+      this.heldAppends = [];
+      if (this.heldSinceMs !== null) {
+        this.log.info({ waitedMs: Date.now() - this.heldSinceMs }, 'store took the writes that waited for room');
+        this.heldSinceMs = null;
+      }
+    } catch (err) {
+      const { code, message } = describe(err);
+      if (code === 'ERR_BUSY' && !this.closed) {
+        this.heldAppends.splice(0, taken);
+        if (this.heldSinceMs === null) {
+          this.heldSinceMs = Date.now();
+          this.log.info({ held: this.heldAppends.length }, 'store write buffer full: writes wait for the disk');
+        }
+        this.heldRetry = setTimeout(() => {
+          this.heldRetry = null;
+          this.applyHeld();
+        }, HELD_APPEND_RETRY_MS);
+      } else {
+        this.heldAppends = [];
+        this.log.error({ code, message }, 'store refused an append; replica stops taking writes');
+        this.actor.send({ type: 'store.failed', code, message });
+      }
+    }
+    this.actor.send({ type: 'store.applied', appliedVersion: store.version });
+    this.forwarder?.notify();
+  }
+
   /** The machine's intentions, carried out. */
   private carryOut(e: ReplicaEmitted): void {
     const { store } = this.options;
     switch (e.type) {
-      case 'append': {
-        try {
-          for (const frame of e.frames) {
-            store.append(frame);
-            this.recent.push(frame);
-          }
-        } catch (err) {
-          const { code, message } = describe(err);
-          this.log.error({ code, message }, 'store refused an append; replica stops taking writes');
-          this.actor.send({ type: 'store.failed', code, message });
-        }
-        this.actor.send({ type: 'store.applied', appliedVersion: store.version });
-        this.forwarder?.notify();
+      case 'append':
+        for (const frame of e.frames) this.heldAppends.push(frame);
+        this.applyHeld();
         break;
-      }
       case 'storeFlush':
         store.flush().then(
           (durableVersion) => this.actor.send({ type: 'store.durable', durableVersion }),

@@ -3,7 +3,9 @@
  * `freebs` commands, driven by real NBD clients (fio with verification, qemu-io). Afterwards
  * every replica's LSVD is opened and the content hashes compared.
  */
-import { rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, describe, expect } from 'vitest';
 import { openLsvdStore } from '../../actors/lsvd-store.js';
 import { createLogger } from '../../actors/logger.js';
@@ -106,6 +108,31 @@ describe('chain replication across three processes', () => {
     const hashes = await contentHashes(c);
     cluster = undefined;
     expect(new Set(hashes).size).toBe(1);
+  });
+
+  itWith(fio, 'a replica whose write buffer fills (a slow disk) holds the writes instead of failing, and ends identical', async () => {
+    // r3: 2 MiB of write buffer in front of a disk that takes 30 ms per write: 1 MiB writes at QD8
+    // fill it at once. A full buffer used to stop the replica taking writes for good.
+    const faults = path.join(mkdtempSync(path.join(os.tmpdir(), 'freebs-slow-')), 'r3.json');
+    writeFileSync(faults, JSON.stringify({ writeDelayMs: 30 }));
+    cluster = await startCluster({ sizeBytes: 128 * MiB, replicaArgs: (id) => (id === 'r3' ? ['--write-buffer', '2M', '--disk-faults', faults] : []) });
+    const r = await procs.run(
+      'fio',
+      ['--name=seq', '--ioengine=nbd', `--uri=${cluster.nbdUri}`, '--rw=write', '--bs=1m', '--iodepth=8', '--size=48M',
+        '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code).toBe(0);
+    expect(fioJobs(r.stdout)[0].error).toBe(0);
+    await converged(cluster, 60_000);
+    const r3log = readFileSync(path.join(cluster.dir, 'logs', 'r3.log'), 'utf8');
+    expect(r3log).toContain('store write buffer full: writes wait for the disk');
+    expect(r3log).toContain('store took the writes that waited for room');
+    expect(r3log).not.toContain('replica stops taking writes');
+    const hashes = await contentHashes(cluster);
+    cluster = undefined;
+    expect(new Set(hashes).size).toBe(1);
+    rmSync(path.dirname(faults), { recursive: true, force: true });
   });
 
   itWith(qemu, 'two of three down: writes fail with EIO, reads still served; back up, everything heals', async () => {

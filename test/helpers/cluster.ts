@@ -37,14 +37,17 @@ async function startReplica(id: string, dir: string, port: number, sizeBytes: nu
   return { id, dir, port: Number(/:(\d+) /.exec(line)![1]), member };
 }
 
-export async function startCluster(options: { replicas?: number; sizeBytes?: number; heartbeatMs?: number; secretFile?: string } = {}): Promise<TestCluster> {
+export async function startCluster(
+  options: { replicas?: number; sizeBytes?: number; heartbeatMs?: number; secretFile?: string; replicaArgs?: (id: string) => string[] } = {},
+): Promise<TestCluster> {
   const n = options.replicas ?? 3;
   const extraArgs = options.secretFile ? ['--secret-file', options.secretFile] : [];
+  const argsOf = (id: string): string[] => [...extraArgs, ...(options.replicaArgs?.(id) ?? [])];
   const sizeBytes = options.sizeBytes ?? 256 * 1024 * 1024;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'freebs-cluster-'));
   const logDir = path.join(dir, 'logs');
   const replicas = await Promise.all(
-    Array.from({ length: n }, (_, i) => startReplica(`r${i + 1}`, path.join(dir, `r${i + 1}`), 0, sizeBytes, logDir, extraArgs)),
+    Array.from({ length: n }, (_, i) => startReplica(`r${i + 1}`, path.join(dir, `r${i + 1}`), 0, sizeBytes, logDir, argsOf(`r${i + 1}`))),
   );
   const chain = replicas.map((r) => `${r.id}=ws://127.0.0.1:${r.port}`).join(',');
   const driver = spawnMember('driver', ['driver', '--chain', chain, '--size', String(sizeBytes), '--nbd-port', '0', '--http-port', '0', '--heartbeat-ms', String(options.heartbeatMs ?? 200), ...extraArgs], logDir);
@@ -70,7 +73,7 @@ export async function startCluster(options: { replicas?: number; sizeBytes?: num
     async restart(id) {
       const r = byId(id);
       if (!hasExited(r.member)) throw new Error(`${id} is still running`);
-      const fresh = await startReplica(id, r.dir, r.port, sizeBytes, logDir, extraArgs);
+      const fresh = await startReplica(id, r.dir, r.port, sizeBytes, logDir, argsOf(id));
       r.member = fresh.member;
     },
     async stop({ keepData = false } = {}) {
