@@ -54,6 +54,17 @@ async function inodes(path: string, prefix: string): Promise<Map<number, string>
   return out;
 }
 
+/** A store whose blocks were overwritten six times and GC'd: retired log files wait in its pool. */
+async function storeWithPool(extra: Partial<LsvdOptions> = {}): Promise<{ path: string; store: Lsvd; content: Buffer }> {
+  const path = await dir();
+  const store = await openStore(path, extra);
+  const content = Buffer.alloc(BLOCKS * BLOCK);
+  overwrite(store, 6, content, 1);
+  await store.flush();
+  expect((await store.gc()).segmentsRewritten).toBeGreaterThan(1);
+  return { path, store, content };
+}
+
 /** Log segments whose header marks a recycled file. */
 async function recycledLogSegments(path: string): Promise<string[]> {
   const out: string[] = [];
@@ -98,13 +109,7 @@ async function crashCopy(from: string): Promise<string> {
 
 describe('recycled log segments', () => {
   it('reuses GC’d log files for new log segments; readers, streams and a crash image see only the new records', async () => {
-    const path = await dir();
-    const store = await openStore(path, { recycleSegments: 32 });
-    const content = Buffer.alloc(BLOCKS * BLOCK);
-    overwrite(store, 6, content, 1);
-    await store.flush();
-    const report = await store.gc();
-    expect(report.segmentsRewritten).toBeGreaterThan(1);
+    const { path, store, content } = await storeWithPool({ recycleSegments: 32 });
     const pooled = await inodes(path, 'R');
     expect(pooled.size).toBeGreaterThan(0);
     expect((await store.stats()).recycledBytes).toBeGreaterThan(0);
@@ -143,12 +148,7 @@ describe('recycled log segments', () => {
   });
 
   it('a recycled active segment ending right in front of a whole old record opens at its last new one', async () => {
-    const path = await dir();
-    const store = await openStore(path, { recycleSegments: 32 });
-    const content = Buffer.alloc(BLOCKS * BLOCK);
-    overwrite(store, 6, content, 1);
-    await store.flush();
-    await store.gc();
+    const { path, store, content } = await storeWithPool({ recycleSegments: 32 });
     // Same-size records: the new ones sit exactly where old ones were, and the next old one
     // (an older version, valid crc) follows the last new one.
     for (let i = 0; i < 20; i++) {
@@ -168,12 +168,7 @@ describe('recycled log segments', () => {
   });
 
   it('a flipped record in the middle of a recycled segment is still refused at open', async () => {
-    const path = await dir();
-    const store = await openStore(path);
-    const content = Buffer.alloc(BLOCKS * BLOCK);
-    overwrite(store, 6, content, 1);
-    await store.flush();
-    await store.gc();
+    const { path, store, content } = await storeWithPool();
     const pooled = await inodes(path, 'R');
     overwrite(store, 4, content, 200);
     await store.flush();
@@ -201,12 +196,7 @@ describe('recycled log segments', () => {
   });
 
   it('after an image older than the log, a pooled file is reused only if all it holds is older than the new records', async () => {
-    const path = await dir();
-    const store = await openStore(path, { recycleSegments: 64 });
-    const content = Buffer.alloc(BLOCKS * BLOCK);
-    overwrite(store, 6, content, 1);
-    await store.flush();
-    await store.gc();
+    const { path, store, content } = await storeWithPool({ recycleSegments: 64 });
     const pooled = await inodes(path, 'R');
     expect(pooled.size).toBeGreaterThan(0);
     // An image at version 10, far below the log's ~288: the store's versions go back.
