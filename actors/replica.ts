@@ -352,6 +352,7 @@ export class ReplicaProcess {
         commit.held = [];
         this.committing = null;
         this.actor.send({ type: 'upstream.down', reason: 'image install failed' });
+        this.applyHeld();
         return;
       }
     }
@@ -365,6 +366,8 @@ export class ReplicaProcess {
       if (!commit.abandoned) this.actor.send({ type: 'sync.start', frame: image.start });
       this.actor.send({ type: 'store.applied', appliedVersion: this.options.store.version });
     } else this.log.info({ imageVersion, chunks: image.chunks }, 'sync: image abandoned before its commit');
+    // Writes that came meanwhile (from the driver, if a config made us head), on the image.
+    this.applyHeld();
     for (const batch of commit.held) this.receiveFromUpstream(batch.predecessorId, batch.frames);
   }
 
@@ -385,15 +388,16 @@ export class ReplicaProcess {
    * made room; any other refusal stops this replica taking writes.
    */
   private applyHeld(): void {
-    if (this.heldRetry) return;
+    // An image committing replaces the store's content: a write appended now would be lost under
+    // it (a config can make this replica head, and the driver's writes come, mid-commit).
+    if (this.heldRetry || this.committing) return;
     const { store } = this.options;
     let taken = 0;
     try {
       for (; taken < this.heldAppends.length; taken++) {
         const frame = this.heldAppends[taken]!;
-        // Superseded meanwhile (an image installed past it): nothing to apply.
-        if (frame.v <= store.version) continue;
-        store.append(frame);
+        store.append(frame); // false, changing nothing, if an image installed meanwhile covers it
+
         this.recent.push(frame);
       }
       this.heldAppends = [];

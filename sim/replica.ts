@@ -76,6 +76,8 @@ export class SimReplica implements Listener {
   private image: IncomingImage | null = null;
   /** An image whose end arrived, being committed: upstream frames wait for it (seed 8750). */
   private committing: ImageCommit | null = null;
+  /** Writes the machine accepted while an image commits, appended once it is in place. */
+  private heldAppends: WriteFrame[] = [];
   private readonly sightings: Sightings;
   private controller: SimControllerLink | null = null;
 
@@ -285,6 +287,7 @@ export class SimReplica implements Listener {
           if (!commit.abandoned) this.actor.send({ type: 'sync.start', frame: image.start });
           this.actor.send({ type: 'store.applied', appliedVersion: this.store.version });
         }
+        this.applyHeld();
         for (const batch of commit.held) this.receiveFromUpstream(batch.predecessorId, batch.frames);
       };
       if (commit.abandoned) return finish(false); // the link went down meanwhile: aborted
@@ -298,25 +301,34 @@ export class SimReplica implements Listener {
     });
   }
 
+  /** actors/replica.ts's applyHeld: writes wait while an image commits (the simulated store is never busy). */
+  private applyHeld(): void {
+    if (this.committing) return;
+    const { store, env } = this;
+    const frames = this.heldAppends;
+    this.heldAppends = [];
+    try {
+      for (const frame of frames) {
+        store.append(frame);
+        this.recent.push(frame);
+      }
+    } catch (err) {
+      const { code, message } = describe(err);
+      env.trace.log(this.id, `store refused an append: ${code} ${message}`);
+      this.actor.send({ type: 'store.failed', code, message });
+    }
+    this.actor.send({ type: 'store.applied', appliedVersion: store.version });
+    this.forwarder?.notify();
+  }
+
   /** The machine's intentions, carried out. */
   private carryOut(e: ReplicaEmitted): void {
     const { store, env } = this;
     switch (e.type) {
-      case 'append': {
-        try {
-          for (const frame of e.frames) {
-            store.append(frame);
-            this.recent.push(frame);
-          }
-        } catch (err) {
-          const { code, message } = describe(err);
-          env.trace.log(this.id, `store refused an append: ${code} ${message}`);
-          this.actor.send({ type: 'store.failed', code, message });
-        }
-        this.actor.send({ type: 'store.applied', appliedVersion: store.version });
-        this.forwarder?.notify();
+      case 'append':
+        for (const frame of e.frames) this.heldAppends.push(frame);
+        this.applyHeld();
         break;
-      }
       case 'storeFlush': {
         const upTo = store.version;
         env.sched.after(between(env, env.params.flushMs), () => {
