@@ -96,7 +96,7 @@ export async function openLsvdStore(
   logger: Logger,
   options: { diskFaults?: { file: string }; syncWindowBytes?: number; maxBufferedBytes?: number } = {},
 ): Promise<LsvdStore> {
-  const { diskFaults } = options;
+  const { diskFaults, syncWindowBytes, maxBufferedBytes } = options;
   let faults: DiskFaults | undefined;
   let unwatch = (): void => undefined;
   if (diskFaults) {
@@ -106,7 +106,8 @@ export async function openLsvdStore(
   }
   try {
     // Recovery logs what it cut or repaired through the logger.
-    const lsvd = await Lsvd.open({ dir, ...(sizeBytes !== undefined ? { sizeBytes } : {}), logger, ...(faults ? { diskFaults: faults } : {}), ...(options.syncWindowBytes !== undefined ? { syncWindowBytes: options.syncWindowBytes } : {}), ...(options.maxBufferedBytes !== undefined ? { maxBufferedBytes: options.maxBufferedBytes } : {}) });
+    // Options left undefined take the store's defaults.
+    const lsvd = await Lsvd.open({ dir, sizeBytes, logger, diskFaults: faults, syncWindowBytes, maxBufferedBytes });
     return new LsvdStore(lsvd, unwatch);
   } catch (err) {
     unwatch();

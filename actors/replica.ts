@@ -397,7 +397,6 @@ export class ReplicaProcess {
       for (; taken < this.heldAppends.length; taken++) {
         const frame = this.heldAppends[taken]!;
         store.append(frame); // false, changing nothing, if an image installed meanwhile covers it
-
         this.recent.push(frame);
       }
       this.heldAppends = [];

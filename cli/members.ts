@@ -70,9 +70,7 @@ export async function runReplica(options: ReplicaCliOptions): Promise<void> {
   const log = createLogger(options.id);
   const linkSecurity = security(options, `replica ${options.id}`, options.host, log);
   const diskFaults = options.diskFaults === undefined ? undefined : { file: path.resolve(options.diskFaults) };
-  const store = await openLsvdStore(options.dir, options.size, log, { diskFaults, ...(options.writeBuffer !== undefined ? { maxBufferedBytes: options.writeBuffer } : {}) }).catch((err: Error) =>
-    fail(err.message),
-  );
+  const store = await openLsvdStore(options.dir, options.size, log, { diskFaults, maxBufferedBytes: options.writeBuffer }).catch((err: Error) => fail(err.message));
   const { replica, port } = await ReplicaProcess.start({
     id: options.id,
     store,

@@ -283,6 +283,7 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
         }
         const laterSegs = isLast ? false : await laterSegmentsHaveRecordsNewerThan(dir, toReplay.slice(idx + 1), version);
         if (laterInThis === undefined && !laterSegs) {
+          cutIsOldLife = oldLife;
           if (oldLife) options.logger?.debug({ dir, segment: seg.name, positionBytes: pos }, `log ends before ${what}`);
           else warn(`log tail cut: ${what}; ${data.length - pos} bytes removed (never acknowledged as durable)`, { segment: seg.name, positionBytes: pos });
         } else if (options.repairCorruptLog) {
@@ -295,7 +296,6 @@ async function recoverInner(dir: string, options: RecoveryOptions, sink: ReplayS
           );
         }
         cutAt = pos;
-        cutIsOldLife = oldLife && laterInThis === undefined && !laterSegs;
         break;
       }
       const h = parsed.header;

@@ -97,7 +97,7 @@ export class SegmentFile {
     sizeBytes: number,
     private readonly mode: 'create' | 'existing' | 'readonly' | 'recycled',
     /** mode 'recycled': the pooled file (storage/recycled-segments.ts) renamed to this segment on first use. */
-    private readonly recycledFrom?: string,
+    private recycledFrom?: string,
   ) {
     this.id = segmentId(kind, number);
     this.path = join(dir, segmentFileName(kind, number));
@@ -131,12 +131,15 @@ export class SegmentFile {
     return this.fhPromise;
   }
 
-  /** mode 'recycled': give the pooled file this segment's name (never over an existing segment). */
+  /** mode 'recycled': give the pooled file this segment's name, once (never over an existing segment). */
   private async takeRecycled(): Promise<void> {
-    if (this.mode !== 'recycled' || this.recycledFrom === undefined) return;
+    const from = this.recycledFrom;
+    if (from === undefined) return;
     const exists = await access(this.path).then(() => true, () => false);
-    if (exists) throw new StorageError('ERR_IO', `segment ${this.path} already exists; refusing to recycle ${this.recycledFrom} over it`);
-    await rename(this.recycledFrom, this.path);
+    if (exists) throw new StorageError('ERR_IO', `segment ${this.path} already exists; refusing to recycle ${from} over it`);
+    await rename(from, this.path);
+    // Renamed: a later open (after close(), or a failed open) finds the file under its own name.
+    this.recycledFrom = undefined;
   }
 
   /** Read exactly `length` bytes at `position`, pinning the file for the duration. */
