@@ -55,7 +55,7 @@ const common = {
 };
 
 export const configSchemas = {
-  replica: z.strictObject({ ...common, id, dir: text, size, port, controller: wsUrl, 'write-buffer': size }).partial(),
+  replica: z.strictObject({ ...common, id, dir: text, size, port, controller: wsUrl, 'write-buffer': size, 'sync-window': size }).partial(),
   driver: z
     .strictObject({ ...common, id, chain, controller: wsUrl, size, name: text, 'nbd-port': port, 'http-port': port, 'nbd-tls-cert': text, 'nbd-tls-key': text, 'nbd-tls-ca': text, 'nbd-tls-optional': flag })
     .partial(),

@@ -62,6 +62,8 @@ export interface ReplicaCliOptions extends SecurityFlags {
   id: string; dir: string; size?: number; host: string; port: number; cluster: string; controller?: string; heartbeatMs: number;
   /** Bytes of log writes held in memory before the disk has them (LSVD maxBufferedBytes). */
   writeBuffer?: number;
+  /** Bytes of log kept for SYNC (LSVD syncWindowBytes). */
+  syncWindow?: number;
   /** Fault-injection runs only: a JSON file of disk delays (storage/disk-faults.ts). */
   diskFaults?: string;
 }
@@ -70,7 +72,7 @@ export async function runReplica(options: ReplicaCliOptions): Promise<void> {
   const log = createLogger(options.id);
   const linkSecurity = security(options, `replica ${options.id}`, options.host, log);
   const diskFaults = options.diskFaults === undefined ? undefined : { file: path.resolve(options.diskFaults) };
-  const store = await openLsvdStore(options.dir, options.size, log, { diskFaults, maxBufferedBytes: options.writeBuffer }).catch((err: Error) => fail(err.message));
+  const store = await openLsvdStore(options.dir, options.size, log, { diskFaults, maxBufferedBytes: options.writeBuffer, syncWindowBytes: options.syncWindow }).catch((err: Error) => fail(err.message));
   const { replica, port } = await ReplicaProcess.start({
     id: options.id,
     store,

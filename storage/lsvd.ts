@@ -52,7 +52,8 @@ export interface LsvdOptions {
   syncWindowVersions?: number;
   /**
    * ... and at most this many bytes of log behind the newest record, whichever is less, so
-   * large writes cannot pin the whole log (a peer further behind gets an image). Default 1 GiB.
+   * large writes cannot pin the whole log (a peer further behind gets an image). Default: a
+   * quarter of the volume, at least one segment, at most 1 GiB (defaultSyncWindowBytes).
    */
   syncWindowBytes?: number;
   /** GC rewrites segments whose referenced share is below this. Default 0.5. */
@@ -130,6 +131,16 @@ export interface ImageSink {
 
 const MiB = 1024 * 1024;
 const HASH_CHUNK_BYTES = MiB;
+/**
+ * The log kept for SYNC behind the newest record, unless set: a quarter of the volume, at least
+ * one segment, at most 1 GiB. A peer that missed more than the volume's size is better sent an
+ * image than the log; and every byte of window is disk (and page cache) a small volume pays for
+ * on top of its data, for a replica that is down.
+ */
+export function defaultSyncWindowBytes(volumeBytes: number, segmentBytes: number): number {
+  return Math.min(1024 * MiB, Math.max(segmentBytes, Math.floor(volumeBytes / 4)));
+}
+
 /** A background GC that took nothing, or failed, waits at most this many check intervals before the next. */
 const GC_MAX_WAIT_CHECKS = 16;
 
@@ -192,7 +203,7 @@ export class Lsvd {
       checkpointEveryRecords: options.checkpointEveryRecords ?? 200_000,
       checkpointEveryBytes: options.checkpointEveryBytes ?? 512 * MiB,
       syncWindowVersions: options.syncWindowVersions ?? 100_000,
-      syncWindowBytes: options.syncWindowBytes ?? 1024 * MiB,
+      syncWindowBytes: options.syncWindowBytes ?? defaultSyncWindowBytes(sizeBytes, options.segmentSizeBytes ?? 64 * MiB),
       gcLiveShareThreshold: options.gcLiveShareThreshold ?? 0.5,
       autoGc: options.autoGc ?? true,
       gcMinDeadBytes: options.gcMinDeadBytes ?? 256 * MiB,

@@ -123,6 +123,20 @@ describe('Lsvd basics', () => {
     await store.close();
   });
 
+  it('keeps a quarter of a small volume as the sync window by default', async () => {
+    // 16 MiB volume, 1 MiB segments: a 4 MiB window. 6 MiB of 64 KiB writes (96 versions) pass it.
+    const { store } = await fresh({ segmentSizeBytes: 1024 * 1024 });
+    const chunk = 64 * 1024;
+    for (let i = 0; i < 96; i += 1) write(store, (i % 32) * chunk, patternBytes(1, i, chunk));
+    await store.gc();
+    // The window is whole segments of at most 4 MiB behind the newest record: 4 MiB is 64
+    // versions, a segment 15. (The 1 GiB of a large volume would keep all 96.)
+    expect(store.version - store.horizonVersion).toBeLessThanOrEqual(64);
+    expect(store.version - store.horizonVersion).toBeGreaterThanOrEqual(64 - 16);
+    expect(store.hasRecordsSince(store.horizonVersion)).toBe(true);
+    await store.close();
+  });
+
   it('snapshots read the past, survive reopen and GC, and are validated', async () => {
     const { store, options } = await fresh({ segmentSizeBytes: 64 * 1024, syncWindowVersions: 20 });
     for (let v = 1; v <= 30; v += 1) write(store, 0, patternBytes(9, v, 8192));
