@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/nbd.ts [--seconds 10] [--size 1G] [--dir /tmp] [--jobs randwrite-4k-qd16,...]
  *                        [--target-cmd 'CMD with {port} {file} {size} {dir}'] [--target-uri nbd://…]
- *                        [--repeat N] [--cpu-prof DIR] [--no-nbdkit] [--no-prefill] [--front-end] [--json out.json]
+ *                        [--repeat N] [--cpu-prof DIR] [--no-nbdkit] [--no-prefill] [--front-end] [--relay] [--json out.json]
  *
  * Default target: the real single-node mode, a fresh volume in the work directory:
  *   node --import tsx cli/freebs.ts serve --dir {dir}/freebs --size {size} --port {port}
@@ -20,6 +20,10 @@
  * --front-end also benches FreEBS's NBD front end over a plain file (bench/file-server.ts, the
  *   work `nbdkit file` does, in Node): a gap between FreEBS and nbdkit then splits into the front
  *   end's share and the store's.
+ * --relay also benches `nbdkit file` behind a byte relay (bench/relay.ts): the least any process
+ *   forwarding NBD to a storage server can add, so it bounds a cluster, whose reads go from fio
+ *   through the driver to a replica. It reads nbdkit's file (prefilled once); its CPU columns
+ *   count the relay only.
  *
  * --repeat N runs every job N times per target, alternating targets, and reports the run with
  *   the median IOPS: on a shared machine one run says more about the neighbours than about us.
@@ -57,6 +61,7 @@ const { values: args } = parseArgs({
     'no-nbdkit': { type: 'boolean', default: false },
     'no-prefill': { type: 'boolean', default: false },
     'front-end': { type: 'boolean', default: false },
+    relay: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -313,6 +318,9 @@ async function defaultTargetCommand(): Promise<string> {
   return `${process.execPath} ${memberV8Flags.join(' ')} ${profile}--import tsx cli/freebs.ts serve --dir {dir}/freebs --size {size} --port {port}`;
 }
 
+/** The target bench/relay.ts puts in front of nbdkit. */
+const RELAY = 'nbdkit+relay';
+
 /**
  * FreEBS's NBD front end over a plain file (bench/file-server.ts): nbdkit's work, in place, in
  * Node. Against it, a gap to nbdkit splits into the front end's share and the store's.
@@ -345,6 +353,10 @@ async function main(): Promise<void> {
     await sparseFile(file);
     const port = await freePort();
     targets.push(await startServer('nbdkit', `nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p ${port} file file=${file}`, port, 'port'));
+    if (args.relay) {
+      const relayPort = await freePort();
+      targets.push(await startServer(RELAY, `${process.execPath} --import tsx bench/relay.ts ${relayPort} ${port}`, relayPort, 'port'));
+    }
   }
 
   console.log(
@@ -352,7 +364,8 @@ async function main(): Promise<void> {
       `files in ${workDir}, ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`,
   );
   for (const t of targets) console.log(`  ${t.name}: ${t.uri}${t.process ? ` (pid ${t.process.pid})` : ''}`);
-  if (!args['no-prefill']) for (const t of targets) await fio(t, 'prefill');
+  // The relay's data is nbdkit's, written once.
+  if (!args['no-prefill']) for (const t of targets) if (t.name !== RELAY) await fio(t, 'prefill');
 
   const rows: Row[] = [];
   for (const job of jobs) {
