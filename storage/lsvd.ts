@@ -74,8 +74,8 @@ export interface LsvdOptions {
   repairCorruptLog?: boolean;
   /**
    * Retired log segment files kept (renamed) for reuse as new log segments, at most this many
-   * (storage/recycled-segments.ts): writing over a file's allocated blocks is much cheaper than
-   * into a new file. Deleted at close, at open, and when a write finds the disk full; none kept while under
+   * (storage/recycled-segments.ts): writing over a file's cached pages is much cheaper than
+   * into new ones. Deleted at close, at open, and when a write finds the disk full; none kept while under
    * 10 % of the filesystem is free. Default 16 (1 GiB of 64 MiB segments); 0 deletes at once.
    */
   recycleSegments?: number;

@@ -1,11 +1,14 @@
 /**
  * Retired log segment files kept for reuse as new log segments, instead of being deleted.
  *
- * Why: a new file needs new blocks, and on a thin disk mounted with `discard` (this project's
- * VMs) a deleted file's blocks go back to the host, so the log paid for allocation on every
- * segment: writing a new file ran at 0.25–0.4 GB/s, writing over an existing one in place at
- * 1.7–2 GB/s (dd with fdatasync). A recycled file is renamed (R… while pooled, then the next
- * L…) and written over from the start; its blocks, and its cached pages, stay where they were.
+ * Why: writing into pages the page cache does not hold costs the writer the kernel's first touch
+ * of fresh memory, and on this project's VMs that touch is dear (it looks like the hypervisor
+ * taking back guest memory that stays free: virtio_balloon is loaded): `dd` of 1 GiB into a new
+ * file spent 2.9–4.5 s of system CPU, over a cached file or into the pages a delete had just
+ * freed 0.2–0.3 s (bench/machine.ts measures it).
+ * A log that deletes retired segments and appends into new files pays it for every byte. A
+ * recycled file is renamed (R… while pooled, then the next L…) and written over from the start:
+ * its cached pages, and its blocks, stay where they were.
  *
  * The catch is what the new life leaves behind it: valid records of the old life. Recovery
  * tells them apart by version (storage/recovery.ts): a file is only handed out for a log
