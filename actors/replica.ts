@@ -34,6 +34,12 @@ export interface ReplicaOptions {
   /** ws:// address of the controller; without one, the driver hands out the (static) configuration. */
   controllerUrl?: string;
   heartbeatMs?: number;
+  /**
+   * Bytes of writes from the predecessor that may wait for the store (its write buffer full, or
+   * an image being written) before this replica stops reading from the predecessor, until half
+   * of them are in. Default 256 MiB, the store's default write buffer.
+   */
+  heldBoundBytes?: number;
   log: Logger;
 }
 
@@ -55,6 +61,13 @@ interface ImageCommit {
 
 /** How often writes held for a full store write buffer retry. */
 const HELD_APPEND_RETRY_MS = 2;
+const DEFAULT_HELD_BOUND_BYTES = 256 * 1024 * 1024;
+
+/** What a held frame costs in memory: its data, and a little for the frame itself. */
+function heldCost(frame: Frame): number {
+  const data = (frame as { data?: Uint8Array }).data;
+  return 64 + (data ? data.length : 0);
+}
 
 export class ReplicaProcess {
   readonly actor: Actor<ReplicaMachine>;
@@ -75,6 +88,11 @@ export class ReplicaProcess {
   private heldAppends: WriteFrame[] = [];
   private heldRetry: ReturnType<typeof setTimeout> | null = null;
   private heldSinceMs: number | null = null;
+  /** Bytes in heldAppends, and in image chunks still being written. */
+  private heldBytes = 0;
+  private imagePendingBytes = 0;
+  /** Reading from the predecessor stopped: the store is that far behind (throttleUpstream). */
+  private upstreamPaused = false;
   /** One Lamport clock for every link of this process, so its trace keeps causal order. */
   private readonly clock = new LamportClock();
   private image: IncomingImage | null = null;
@@ -275,11 +293,18 @@ export class ReplicaProcess {
         // Everything after an image waits until the image is in place.
         const image = this.image;
         if (frame.t === 'image-chunk') {
-          image.written = image.written.then(async (sink) => {
-            await sink?.write(frame.offsetBytes, frame.data);
-            image.chunks++;
-            return sink;
-          });
+          const cost = heldCost(frame);
+          this.imagePendingBytes += cost;
+          image.written = image.written
+            .then(async (sink) => {
+              await sink?.write(frame.offsetBytes, frame.data);
+              image.chunks++;
+              return sink;
+            })
+            .finally(() => {
+              this.imagePendingBytes -= cost;
+              this.throttleUpstream();
+            });
         } else if (frame.t === 'image-end') {
           // The rest of this batch, and what comes until the image is in place, waits for it.
           void this.installImage(predecessorId, image, frames.slice(i + 1));
@@ -398,6 +423,7 @@ export class ReplicaProcess {
         const frame = this.heldAppends[taken]!;
         store.append(frame); // false, changing nothing, if an image installed meanwhile covers it
         this.recent.push(frame);
+        this.heldBytes -= heldCost(frame);
       }
       this.heldAppends = [];
       if (this.heldSinceMs !== null) {
@@ -418,12 +444,35 @@ export class ReplicaProcess {
         }, HELD_APPEND_RETRY_MS);
       } else {
         this.heldAppends = [];
+        this.heldBytes = 0;
         this.log.error({ code, message }, 'store refused an append; replica stops taking writes');
         this.actor.send({ type: 'store.failed', code, message });
       }
     }
     this.actor.send({ type: 'store.applied', appliedVersion: store.version });
     this.forwarder?.notify();
+    this.throttleUpstream();
+  }
+
+  /**
+   * Stop reading from the predecessor while more than heldBoundBytes of its writes wait for the
+   * store, and read again once half of them are in. The waiting frames are memory, and a SYNC
+   * stream (the whole log) or a disk slower than the chain would otherwise grow them without
+   * bound; paused, TCP pushes back and the predecessor's forwarder waits (it resends from its
+   * log, so nothing is lost). The driver's link is never paused: its window bounds what it sends.
+   */
+  private throttleUpstream(): void {
+    const bound = this.options.heldBoundBytes ?? DEFAULT_HELD_BOUND_BYTES;
+    const held = this.heldBytes + this.imagePendingBytes;
+    if (!this.upstreamPaused && held >= bound && this.upstream) {
+      this.upstreamPaused = true;
+      this.upstream.pause();
+      this.log.info({ heldBytes: held, boundBytes: bound }, 'store behind: reading from the predecessor paused');
+    } else if (this.upstreamPaused && held < bound / 2) {
+      this.upstreamPaused = false;
+      this.upstream?.resume();
+      this.log.info({ heldBytes: held, boundBytes: bound }, 'store caught up: reading from the predecessor again');
+    }
   }
 
   /** The machine's intentions, carried out. */
@@ -431,8 +480,12 @@ export class ReplicaProcess {
     const { store } = this.options;
     switch (e.type) {
       case 'append':
-        for (const frame of e.frames) this.heldAppends.push(frame);
+        for (const frame of e.frames) {
+          this.heldAppends.push(frame);
+          this.heldBytes += heldCost(frame);
+        }
         this.applyHeld();
+        this.throttleUpstream();
         break;
       case 'storeFlush':
         store.flush().then(
@@ -487,6 +540,7 @@ export class ReplicaProcess {
       case 'syncStop':
         this.upstream?.close();
         this.upstream = null;
+        this.upstreamPaused = false;
         this.upstreamUrl = null;
         break;
       case 'epochChanged':
@@ -537,6 +591,7 @@ export class ReplicaProcess {
       return;
     }
     this.upstream?.close();
+    this.upstreamPaused = false;
     this.upstreamUrl = url;
     const ctx = this.actor.getSnapshot().context;
     const hello: HelloFrame = { t: 'hello', role: 'replica', id: this.options.id, epoch: ctx.epoch, clusterId: this.options.clusterId };
@@ -548,6 +603,7 @@ export class ReplicaProcess {
       security: this.options.security,
     });
     this.upstream = upstream;
+    this.throttleUpstream();
     upstream.on('up', () => this.requestSync());
     upstream.on('batch', (batch) => {
       this.sightings.heard(predecessorId);

@@ -93,7 +93,7 @@ memberCommand('replica', 'run one replica: its LSVD in --dir, accepting links on
   .option('--cluster <id>', 'cluster id every member must share', 'freebs')
   .option('--controller <url>', 'ws:// address of the controller (without one, the driver configures the chain)')
   .option('--heartbeat-ms <ms>', 'heartbeat period T', positive, 500)
-  .option('--write-buffer <bytes>', 'log writes held in memory until written (e.g. 256M); past it, writes wait for the disk', size)
+  .option('--write-buffer <bytes>', 'log writes held in memory until written (e.g. 256M); past it, writes wait for the disk, and past twice it the replica stops reading from its predecessor', size)
   .option('--sync-window <bytes>', 'log kept for peers that fall behind (default: a quarter of the volume, at most 1G); further behind, they get an image', size)
   .option('--disk-faults <file>', 'fault-injection runs: slow this disk by the delays in a JSON file, re-read while running ({"writeDelayMs": 50, "syncDelayMs": 200, "readDelayMs": 0})')
   .action(withConfig<ReplicaCliOptions>('replica', runReplica));

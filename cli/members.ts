@@ -82,6 +82,8 @@ export async function runReplica(options: ReplicaCliOptions): Promise<void> {
     security: linkSecurity,
     ...(options.controller ? { controllerUrl: options.controller } : {}),
     heartbeatMs: options.heartbeatMs,
+    // As many bytes may wait for the store as its write buffer holds.
+    heldBoundBytes: options.writeBuffer,
     log,
   });
   // So `freebs up` can stop every replica of its data directory, replacements included, by PID.

@@ -75,6 +75,8 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
   #state: State = 'dialing';
   #ws: WebSocket | undefined;
   #link: Link | undefined;
+  /** pause() was called: links that come up stop reading once welcomed. */
+  #paused = false;
   #welcome: WelcomeFrame | undefined;
   #failures = 0;
   #upSinceMs = 0;
@@ -107,6 +109,17 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
   /** The welcome of the current link while up. */
   get welcome(): WelcomeFrame | undefined {
     return this.#state === 'up' ? this.#welcome : undefined;
+  }
+
+  /** Stop reading from the peer, on this link and on every later one, until resume(). */
+  pause(): void {
+    this.#paused = true;
+    if (this.#state === 'up') this.#link?.pause();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    if (this.#state === 'up') this.#link?.resume();
   }
 
   /** Send on the current link. False while down (the frame is dropped) or under backpressure (kept). */
@@ -317,6 +330,7 @@ export class DialingLink extends EventEmitter<DialingLinkEvents> {
     if (batch.frames.length > 1 && this.#link === link && link.isOpen) {
       this.emit('batch', { from: batch.from, lc: batch.lc, frames: batch.frames.slice(1) });
     }
+    if (this.#paused && this.#link === link) link.pause();
   }
 
   #down(info: LinkCloseInfo): void {

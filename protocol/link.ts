@@ -149,6 +149,18 @@ export class Link extends EventEmitter<LinkEvents> {
     return !this.#closed && this.#closing === undefined && this.#ws.readyState === WebSocket.OPEN;
   }
 
+  /**
+   * Stop reading from the socket (received messages wait in the kernel, and TCP pushes back on
+   * the sender) until resume(). For a receiver whose consumer fell behind.
+   */
+  pause(): void {
+    this.#ws.pause();
+  }
+
+  resume(): void {
+    this.#ws.resume();
+  }
+
   /** Bytes queued here plus bytes ws and the socket have not written yet. */
   get pendingBytes(): number {
     return this.#queuedBytes + this.#ws.bufferedAmount;

@@ -110,9 +110,10 @@ describe('chain replication across three processes', () => {
     expect(new Set(hashes).size).toBe(1);
   });
 
-  itWith(fio, 'a replica whose write buffer fills (a slow disk) holds the writes instead of failing, and ends identical', async () => {
+  itWith(fio, 'a replica whose write buffer fills (a slow disk) holds the writes, stops reading its predecessor past a bound, and ends identical', async () => {
     // r3: 2 MiB of write buffer in front of a disk that takes 30 ms per write: 1 MiB writes at QD8
-    // fill it at once. A full buffer used to stop the replica taking writes for good.
+    // fill it at once. A full buffer used to stop the replica taking writes for good; and the
+    // writes waiting for it grew without bound while r2 forwarded at its own disk's speed.
     const faults = path.join(mkdtempSync(path.join(os.tmpdir(), 'freebs-slow-')), 'r3.json');
     writeFileSync(faults, JSON.stringify({ writeDelayMs: 30 }));
     cluster = await startCluster({ sizeBytes: 128 * MiB, replicaArgs: (id) => (id === 'r3' ? ['--write-buffer', '2M', '--disk-faults', faults] : []) });
@@ -128,6 +129,9 @@ describe('chain replication across three processes', () => {
     const r3log = readFileSync(path.join(cluster.dir, 'logs', 'r3.log'), 'utf8');
     expect(r3log).toContain('store write buffer full: writes wait for the disk');
     expect(r3log).toContain('store took the writes that waited for room');
+    // Past a write buffer's worth of waiting writes r3 stops reading from r2, and reads again.
+    expect(r3log).toContain('store behind: reading from the predecessor paused');
+    expect(r3log).toContain('store caught up: reading from the predecessor again');
     expect(r3log).not.toContain('replica stops taking writes');
     const hashes = await contentHashes(cluster);
     cluster = undefined;

@@ -91,6 +91,42 @@ describe('DialingLink', () => {
     }
   });
 
+  it('pause() stops reading, on this link and on the next one, until resume(); the sender sees backpressure', async () => {
+    const srv = await startServer();
+    const { dialer } = dial(srv.url, { limits: fast });
+    cleanups.push(() => dialer.close());
+    const got: Batch[] = [];
+    dialer.on('batch', (b) => got.push(b));
+    await upOnce(dialer);
+    dialer.pause();
+    // 32 MiB towards a reader that stopped: the kernel's buffers fill, then the server's link
+    // holds the rest and reports it.
+    const data = Buffer.alloc(1024 * 1024, 7);
+    for (let i = 0; i < 32; i++) srv.accepted[0]!.send({ t: 'image-chunk', epoch: 1, offsetBytes: i * data.length, data });
+    await waitFor(() => srv.accepted[0]!.pendingBytes > 8 * 1024 * 1024, 'backpressure at the sender');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toEqual([]);
+    dialer.resume();
+    await waitFor(() => got.reduce((n, b) => n + b.frames.length, 0) === 32, 'the 32 chunks after resume()');
+
+    // Paused while down: the next link stops reading once welcomed. (A paused link reads no
+    // close either: the replica resumes once its store catches up, whatever the link does.)
+    const before = got.length;
+    const port = srv.port;
+    await srv.server.close();
+    await waitFor(() => !dialer.isUp, 'down');
+    dialer.pause();
+    const again = await startServer({}, port);
+    cleanups.push(() => again.server.close());
+    await upOnce(dialer);
+    await waitFor(() => again.accepted.length === 1, 'the new link');
+    again.accepted[0]!.send({ t: 'ack', epoch: 1, id: 'srv', appliedVersion: 1, durableVersion: 1 });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got.length).toBe(before);
+    dialer.resume();
+    await waitFor(() => got.length === before + 1, 'the ack after resume()');
+  });
+
   it('forwards batches, including frames that came with the welcome', async () => {
     const srv = await startServer({
       onLink: (link, h) => {
