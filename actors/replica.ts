@@ -37,9 +37,9 @@ export interface ReplicaOptions {
   /**
    * Bytes of writes from the predecessor that may wait for the store (its write buffer full, or
    * an image being written) before this replica stops reading from the predecessor, until half
-   * of them are in. Default 256 MiB, the store's default write buffer.
+   * of them are in.
    */
-  heldBoundBytes?: number;
+  heldBoundBytes: number;
   log: Logger;
 }
 
@@ -61,7 +61,6 @@ interface ImageCommit {
 
 /** How often writes held for a full store write buffer retry. */
 const HELD_APPEND_RETRY_MS = 2;
-const DEFAULT_HELD_BOUND_BYTES = 256 * 1024 * 1024;
 
 /** What a held frame costs in memory: its data, and a little for the frame itself. */
 function heldCost(frame: Frame): number {
@@ -415,7 +414,7 @@ export class ReplicaProcess {
   private applyHeld(): void {
     // An image committing replaces the store's content: a write appended now would be lost under
     // it (a config can make this replica head, and the driver's writes come, mid-commit).
-    if (this.heldRetry || this.committing) return;
+    if (this.heldRetry || this.committing) return this.throttleUpstream();
     const { store } = this.options;
     let taken = 0;
     try {
@@ -462,7 +461,7 @@ export class ReplicaProcess {
    * log, so nothing is lost). The driver's link is never paused: its window bounds what it sends.
    */
   private throttleUpstream(): void {
-    const bound = this.options.heldBoundBytes ?? DEFAULT_HELD_BOUND_BYTES;
+    const bound = this.options.heldBoundBytes;
     const held = this.heldBytes + this.imagePendingBytes;
     if (!this.upstreamPaused && held >= bound && this.upstream) {
       this.upstreamPaused = true;
@@ -485,7 +484,6 @@ export class ReplicaProcess {
           this.heldBytes += heldCost(frame);
         }
         this.applyHeld();
-        this.throttleUpstream();
         break;
       case 'storeFlush':
         store.flush().then(

@@ -10,6 +10,7 @@ import { LocalSpawner } from '../actors/local-spawner.js';
 import { LocalVolume } from '../actors/local-volume.js';
 import { createLogger } from '../actors/logger.js';
 import { openLsvdStore } from '../actors/lsvd-store.js';
+import { DEFAULT_MAX_BUFFERED_BYTES } from '../storage/lsvd.js';
 import { nbdAccessNote, nbdTlsFromFlags, type NbdTlsFlags } from './nbd-tls.js';
 import { ReplicaProcess } from '../actors/replica.js';
 import type { ChainMember } from '../protocol/frames.js';
@@ -83,7 +84,7 @@ export async function runReplica(options: ReplicaCliOptions): Promise<void> {
     ...(options.controller ? { controllerUrl: options.controller } : {}),
     heartbeatMs: options.heartbeatMs,
     // As many bytes may wait for the store as its write buffer holds.
-    heldBoundBytes: options.writeBuffer,
+    heldBoundBytes: options.writeBuffer ?? DEFAULT_MAX_BUFFERED_BYTES,
     log,
   });
   // So `freebs up` can stop every replica of its data directory, replacements included, by PID.

@@ -131,6 +131,8 @@ export interface ImageSink {
 
 const MiB = 1024 * 1024;
 const HASH_CHUNK_BYTES = MiB;
+/** maxBufferedBytes unless set: the write buffer in front of the log. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 256 * MiB;
 /**
  * The log kept for SYNC behind the newest record, unless set: a quarter of the volume, at least
  * one segment, at most 1 GiB. A peer that missed more than the volume's size is better sent an
@@ -199,7 +201,7 @@ export class Lsvd {
     this.opts = {
       segmentSizeBytes: options.segmentSizeBytes ?? 64 * MiB,
       batchBytes: options.batchBytes ?? MiB,
-      maxBufferedBytes: options.maxBufferedBytes ?? 256 * MiB,
+      maxBufferedBytes: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
       checkpointEveryRecords: options.checkpointEveryRecords ?? 200_000,
       checkpointEveryBytes: options.checkpointEveryBytes ?? 512 * MiB,
       syncWindowVersions: options.syncWindowVersions ?? 100_000,
