@@ -27,7 +27,7 @@ import type { Logger } from 'pino';
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { listCheckpoints, readCheckpoint, checkpointFileName, type CheckpointData } from './checkpoint.js';
-import { parseRecord, readU64, RECORD_HEADER_BYTES, RECORD_MAGIC, type RecordHeader } from './record.js';
+import { decodeHeader, parseRecord, readU64, RECORD_HEADER_BYTES, RECORD_MAGIC, type RecordHeader } from './record.js';
 import { checkSegmentHeader, encodeSegmentHeader, isRecycledSegmentHeader, fsyncDir, parseSegmentFileName, SEGMENT_HEADER_BYTES, SegmentFile, segmentFileName } from './segment.js';
 import { CorruptError, wrapFsError } from './errors.js';
 import { isRecycledFileName } from './recycled-segments.js';
@@ -400,12 +400,13 @@ async function firstRecordVersion(dir: string, number: number): Promise<number |
     const head = Buffer.alloc(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
     await seg.readAt(head, 0, head.length, 0);
     if (checkSegmentHeader(head, 'log', number) !== undefined) return undefined;
-    const total = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + (head.readUInt32LE(SEGMENT_HEADER_BYTES + 32) >>> 0);
+    const header = decodeHeader(head, SEGMENT_HEADER_BYTES);
+    if (!header) return undefined;
+    const total = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + header.dataLengthBytes;
     if (total > size) return undefined;
     const buf = Buffer.alloc(total);
     await seg.readAt(buf, 0, total, 0);
-    const parsed = parseRecord(buf, SEGMENT_HEADER_BYTES);
-    return parsed.ok ? parsed.header.version : undefined;
+    return parseRecord(buf, SEGMENT_HEADER_BYTES).ok ? header.version : undefined;
   } finally {
     await seg.close();
   }
