@@ -18,6 +18,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseSizeBytes } from '../cli/size.js';
 
 const MiB = 1024 * 1024;
 const { values: args } = parseArgs({
@@ -27,12 +28,6 @@ const { values: args } = parseArgs({
     child: { type: 'string' },
   },
 });
-
-function parseSize(text: string): number {
-  const m = /^(\d+)([MG])$/i.exec(text.trim());
-  if (!m) throw new Error(`bad size ${text} (e.g. 512M, 1G)`);
-  return Number(m[1]) * (m[2].toUpperCase() === 'G' ? 1024 * MiB : MiB);
-}
 
 /** Child mode: send `bytes` to the port, then report our CPU per MiB on stdout. */
 async function sender(port: number, bytes: number): Promise<void> {
@@ -62,7 +57,9 @@ if (args.child) {
   process.exit(0);
 }
 
-const sizeBytes = parseSize(args.size!);
+const sizeBytes = parseSizeBytes(args.size!);
+// dd writes it in 4 MiB blocks.
+if (sizeBytes % (4 * MiB) !== 0) throw new Error(`--size must be a multiple of 4M, got ${args.size}`);
 const mib = sizeBytes / MiB;
 const dir = mkdtempSync(path.join(args.dir!, 'freebs-machine-'));
 const cores = os.cpus().length;
