@@ -3,11 +3,11 @@
  * others, on a port the OS picks, linked to this controller. Other environments (systemd,
  * Kubernetes) implement ReplicaSpawner with their own way of starting a member.
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ChainMember, MemberId } from '../protocol/frames.js';
 import type { ReplicaSpawner } from './controller.js';
 import { spawnMember, stopMember, waitForLine, type MemberProcess } from './member-process.js';
+import { replicaPidsOn, stopPid } from './pids.js';
 
 export interface LocalSpawnerOptions {
   dataDir: string;
@@ -56,39 +56,11 @@ export class LocalSpawner implements ReplicaSpawner {
   }
 }
 
-/** The pid in DIR/replica.pid if that process is alive and is `freebs replica --dir DIR`. */
-function replicaPidOf(dir: string): number | null {
-  try {
-    const pid = Number(readFileSync(path.join(dir, 'replica.pid'), 'utf8'));
-    if (!Number.isInteger(pid) || pid <= 0) return null;
-    // A pid file left by a crash may name an unrelated process by now: check what it runs.
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return argv.includes('replica') && argv.includes(dir) ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Stop a replica of `dir` left running by an earlier controller (SIGTERM, then SIGKILL). */
+/**
+ * Stop every replica of `dir` left running by an earlier controller (SIGTERM, then SIGKILL),
+ * found by command line: one still starting has no replica.pid yet, but may hold the store's
+ * lock, and the new one would then refuse to start.
+ */
 async function stopLeftover(dir: string, timeoutMs = 10_000): Promise<void> {
-  const pid = replicaPidOf(dir);
-  if (pid === null) return;
-  try {
-    process.kill(pid, 'SIGCONT');
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  await Promise.all(replicaPidsOn(dir).map((pid) => stopPid(pid, timeoutMs)));
 }

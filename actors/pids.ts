@@ -39,6 +39,24 @@ export function replicaPidIn(replicaDir: string): number | null {
   }
 }
 
+/**
+ * Every running `freebs replica` on the data directory `replicaDir`, found by command line: from
+ * the moment it starts, before it has written replica.pid or taken the store's lock.
+ */
+export function replicaPidsOn(replicaDir: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('replica') && argv.includes(replicaDir)) pids.push(Number(name));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return pids;
+}
+
 /** Every running replica of a cluster directory, replacements included. */
 export function replicaPidsUnder(clusterDir: string): number[] {
   const pids: number[] = [];
