@@ -3,7 +3,6 @@
  * themselves (replacements started by the controller): each replica keeps its pid in
  * DIR/ID/replica.pid, and a pid is trusted only after /proc says it runs `freebs replica` on a
  * directory under DIR (a pid file left by a crash may name an unrelated process by now).
- * (cli/up.ts has the same checks for `freebs up`.)
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -3,10 +3,11 @@
  * same commands an operator would use on separate hosts. Ctrl-C stops the driver first
  * (it flushes), then the replicas, so nothing acknowledged is lost.
  */
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadControllerState } from '../actors/controller-state.js';
 import { spawnMember, stopMember, waitForLine, type MemberProcess } from '../actors/member-process.js';
+import { replicaPidsUnder, stopPid } from '../actors/pids.js';
 import { ensureSecretFile } from './security.js';
 
 export interface UpOptions {
@@ -19,51 +20,6 @@ export interface UpOptions {
   controllerPort: number;
   driverHttpPort: number;
   heartbeatMs: number;
-}
-
-/** Replicas of this data directory, replacements included: each keeps its pid in DIR/ID/replica.pid. */
-export function replicaPids(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (!entry.isDirectory()) continue;
-    try {
-      const pid = Number(readFileSync(path.join(dir, entry.name, 'replica.pid'), 'utf8'));
-      // A pid file left by a crash may name an unrelated process by now: check what it runs.
-      if (Number.isInteger(pid) && pid > 0 && isReplicaOf(pid, dir)) pids.push(pid);
-    } catch {
-      // no pid file: not a running replica
-    }
-  }
-  return pids;
-}
-
-export function isReplicaOf(pid: number, dir: string): boolean {
-  try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    // Its --dir is DIR/ID: a sibling directory that merely starts with the same letters is not ours.
-    return argv.includes('replica') && argv.some((a) => a.startsWith(dir + path.sep));
-  } catch {
-    return false;
-  }
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-export async function stopPid(pid: number, timeoutMs = 15_000): Promise<void> {
-  if (!isAlive(pid)) return;
-  // A stopped (SIGSTOP) process handles SIGTERM only once it runs again.
-  process.kill(pid, 'SIGCONT');
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
 }
 
 export async function runUp(options: UpOptions): Promise<void> {
@@ -81,7 +37,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     if (driver) await stopMember(driver);
     if (controller) await stopMember(controller);
     await Promise.all(members.map((m) => stopMember(m)));
-    await Promise.all(replicaPids(dir).map((pid) => stopPid(pid)));
+    await Promise.all(replicaPidsUnder(dir).map((pid) => stopPid(pid)));
     console.log('stopped; data is in', dir);
     process.exit(0);
   };

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { openLsvdStore } from '../../actors/lsvd-store.js';
 import { createLogger } from '../../actors/logger.js';
 import { hasExited, spawnMember, stopMember, waitForLine, type MemberProcess } from '../../actors/member-process.js';
-import { isReplicaOf, stopPid } from '../../cli/up.js';
+import { isReplicaUnder, stopPid } from '../../actors/pids.js';
 import type { ControllerStatus } from '../../machines/controller.js';
 import { waitUntil } from './processes.js';
 
@@ -147,7 +147,7 @@ export async function startControlledCluster(options: { replicas?: number; sizeB
       if (own) return hasExited(own) ? null : (own.child.pid ?? null);
       try {
         const pid = Number(readFileSync(path.join(dir, id, 'replica.pid'), 'utf8'));
-        return Number.isInteger(pid) && pid > 0 && isReplicaOf(pid, dir) ? pid : null;
+        return Number.isInteger(pid) && pid > 0 && isReplicaUnder(pid, dir) ? pid : null;
       } catch {
         return null;
       }
